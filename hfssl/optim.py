@@ -1,0 +1,60 @@
+"""Optimizer parameter groups and learning-rate / momentum schedules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import get_scheduler
+
+# Parameter names (lower-cased) that get no weight decay: biases and every kind of norm.
+_NO_DECAY = ("bias", "layernorm", "layer_norm", "norm.weight", "bn.", "batchnorm", "ln_", ".ln.")
+
+
+def no_decay(name: str, param: nn.Parameter) -> bool:
+    """True for biases, normalisation weights and other 1-d parameters (BERT / ViT / ResNet convention)."""
+    lowered = name.lower()
+    return param.ndim <= 1 or any(key in lowered for key in _NO_DECAY)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decayed matrices, and undecayed biases / norms. Frozen parameters are left out."""
+    decay, plain = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (plain if no_decay(name, param) else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    """AdamW over :func:`param_groups`, with the fused kernel where this torch build has one for the device."""
+    groups = param_groups(model, weight_decay)
+    device = next(model.parameters()).device
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=device.type in ("cuda", "cpu"))
+    except (RuntimeError, TypeError):  # no fused kernel for this device/dtype
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True)
+
+
+def warmup_steps_from(warmup: float, total_steps: int) -> int:
+    """``warmup`` below 1 is a fraction of the run (the transformers 5 convention), otherwise a step count."""
+    return int(math.ceil(warmup * total_steps)) if 0 <= warmup < 1 else int(warmup)
+
+
+def build_scheduler(optimizer, kind: str, warmup: float, total_steps: int):
+    """Linear warmup then ``linear`` / ``cosine`` decay to zero, or ``constant`` after warmup."""
+    name = {"constant": "constant_with_warmup"}.get(kind, kind)
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=warmup_steps_from(warmup, total_steps), num_training_steps=total_steps
+    )
+
+
+def cosine_momentum(step: int, total_steps: int, base: float = 0.996, final: float = 1.0) -> float:
+    """BYOL's EMA momentum schedule: ``final - (final - base) * (cos(pi * step / total) + 1) / 2``."""
+    progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2

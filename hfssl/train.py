@@ -1,0 +1,296 @@
+"""fit(): the one training loop every hfssl recipe runs (text and vision alike).
+
+The loop knows nothing about BERT or images. A method is an ``nn.Module`` whose forward returns an
+object with ``.loss`` (plus any scalar metrics); the recipe hands over the data, a collate function, an
+optional per-step ``transform`` (MLM masking, batched augmentation) and optional hooks.
+
+Exact resume: every random draw the loop makes per step comes from a generator seeded by
+``(seed, optimizer step, micro step, process)``, never from state that a prefetching data loader has
+already advanced; the data order of an epoch is a fixed ``Dataset.shuffle(seed + epoch)``; and a
+checkpoint holds model, optimizer, scheduler, torch RNG and ``trainer_state.json`` (epoch, position);
+see :mod:`hfssl.checkpoint` for how it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from hfssl.checkpoint import latest_checkpoint, prepare_output_dir, save_checkpoint
+from hfssl.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class TrainArgs:
+    """Arguments of the shared training loop (names follow transformers' TrainingArguments)."""
+
+    output_dir: str = field(default="runs/hfssl", metadata={"help": "Where checkpoints, logs and the model go."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."})
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and masking."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; overrides num_epochs when > 0."})
+    num_epochs: float = field(default=1.0, metadata={"help": "Epochs to run when max_steps <= 0."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per process."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per process."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW decay (never on biases / norms)."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-6, metadata={"help": "AdamW epsilon."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "linear, cosine or constant after warmup."})
+    warmup: float = field(default=0.06, metadata={"help": "Warmup: a fraction of the run if < 1, else steps."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: accelerate config)."})
+    logging_steps: int = field(default=20, metadata={"help": "Log every N optimizer steps."})
+    eval_steps: int = field(default=200, metadata={"help": "Evaluate every N optimizer steps (0: only at the end)."})
+    save_steps: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0: never)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep only the last K checkpoints."})
+    report_to: str = field(default="none", metadata={"help": "Accelerate tracker: none, tensorboard, wandb, ..."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    find_unused_parameters: bool = field(default=False, metadata={"help": "DDP: allow parameters without grad."})
+
+    def __post_init__(self):
+        if self.lr_scheduler_type not in ("linear", "cosine", "constant"):
+            raise ValueError(f"lr_scheduler_type must be linear, cosine or constant, not {self.lr_scheduler_type!r}")
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            raise ValueError("set max_steps > 0 or num_epochs > 0")
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16, not {self.mixed_precision!r}")
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module  # unwrapped
+    step: int
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    accelerator: Accelerator
+
+
+def step_generator(seed: int, step: int, micro: int, process: int, device="cpu") -> torch.Generator:
+    """A generator that depends only on where the loop is, so a resumed run draws the same numbers."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step * 1_009 + micro * 101 + process * 7_919) % (2**63 - 1))
+    return g
+
+
+class MetricsLogger:
+    """Writes metrics to ``metrics.jsonl`` in the output folder and to Accelerate's trackers."""
+
+    def __init__(self, accelerator: Accelerator, output_dir: Path):
+        self.accelerator, self.path = accelerator, output_dir / "metrics.jsonl"
+
+    def log(self, metrics: dict[str, float], step: int):
+        self.accelerator.log(metrics, step=step)
+        if self.accelerator.is_main_process:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def scalar_metrics(output: Any) -> dict[str, float]:
+    """The 0-d tensors and floats of a model output (``loss``, ``mlm_accuracy`` ...)."""
+    items = output.items() if hasattr(output, "items") else vars(output).items()
+    out = {}
+    for k, v in items:
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            out[k] = float(v.detach())
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = float(v)
+    return out
+
+
+def make_accelerator(args: TrainArgs) -> Accelerator:
+    """The Accelerator for a run: accumulation, precision, trackers; seeded before any data or model."""
+    out = prepare_output_dir(args.output_dir, args.resume, args.overwrite_output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=str(out),
+        step_scheduler_with_optimizer=False,  # we step it once per real optimizer step ourselves
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.find_unused_parameters)],
+    )
+    set_seed(args.seed)
+    return accelerator
+
+
+def make_loader(data: Dataset, batch_size: int, collate_fn, args: TrainArgs, shuffle_seed: int | None):
+    """A loader over ``data``, shuffled by ``Dataset.shuffle(seed)`` (no sampler RNG to save or restore).
+
+    The DataLoader gets its own generator so creating an iterator never draws from torch's global RNG
+    (which dropout uses and the checkpoint restores).
+    """
+    if shuffle_seed is not None:
+        data = data.shuffle(seed=shuffle_seed)
+    return DataLoader(
+        data, batch_size=batch_size, collate_fn=collate_fn, shuffle=False, drop_last=shuffle_seed is not None,
+        num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed),
+    )
+
+
+def evaluate(accelerator: Accelerator, model, loader, eval_step: Callable, summary: Callable, seed: int) -> dict:
+    """Per-example sums from ``eval_step(model, batch, generator)``, gathered exactly, then ``summary(totals)``.
+
+    ``gather_for_metrics`` drops the samples Accelerate repeats to even out the last batch, so the result is
+    the same with any number of processes.
+    """
+    model.eval()
+    totals: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            per_example = eval_step(model, batch, step_generator(seed, -1, i, accelerator.process_index))
+            for k, v in accelerator.gather_for_metrics(per_example).items():
+                totals[k] = totals.get(k, 0) + v.double().sum()
+    model.train()
+    return summary({k: float(v) for k, v in totals.items()})
+
+
+def fit(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    args: TrainArgs,
+    *,
+    train_data: Dataset | Callable[[int], Dataset],
+    collate_fn: Callable,
+    transform: Callable | None = None,
+    eval_data: Dataset | None = None,
+    eval_step: Callable | None = None,
+    eval_summary: Callable = lambda totals: totals,
+    on_step_end: Callable | None = None,
+) -> FitResult:
+    """Train ``model`` (forward returns ``.loss``) for ``args.max_steps`` or ``args.num_epochs``.
+
+    ``train_data`` is a Dataset, or a function ``epoch -> Dataset`` for data redrawn every epoch (NSP pairs).
+    ``transform(batch, generator)`` runs on each collated batch before forward (e.g. MLM masking).
+    ``on_step_end(model, step, total_steps)`` runs after each optimizer step on the unwrapped model.
+    """
+    out, main = Path(args.output_dir), accelerator.is_main_process
+    epoch_data = train_data if callable(train_data) else (lambda epoch: train_data)
+    batch, world = args.per_device_train_batch_size, accelerator.num_processes
+
+    def loader_for(epoch: int):
+        return accelerator.prepare(make_loader(epoch_data(epoch), batch, collate_fn, args, args.seed + epoch))
+
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay,
+                                (args.adam_beta1, args.adam_beta2), args.adam_epsilon)
+    first_loader = loader_for(0)
+    steps_per_epoch = math.ceil(len(first_loader) / args.gradient_accumulation_steps)
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training data gives no full batch of {batch} x {world} processes: "
+                         "use more data or a smaller --per_device_train_batch_size")
+    total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_epochs * steps_per_epoch)
+    scheduler = build_scheduler(optimizer, args.lr_scheduler_type, args.warmup, total)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    eval_loader = None
+    if eval_data is not None and eval_step is not None:
+        eval_loader = accelerator.prepare(make_loader(eval_data, args.per_device_eval_batch_size,
+                                                      collate_fn, args, shuffle_seed=None))
+
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
+    if args.resume and (ckpt := latest_checkpoint(out)) is not None:
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        accelerator.print(f"resumed from {ckpt} at step {state['step']}")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.init_trackers("hfssl", config={k: v for k, v in asdict(args).items() if v is not None})
+    logger = MetricsLogger(accelerator, out)
+    unwrapped = accelerator.unwrap_model(model)
+
+    def run_eval() -> dict:
+        if eval_loader is None:
+            return {}
+        metrics = evaluate(accelerator, unwrapped, eval_loader, eval_step, eval_summary, args.seed)
+        metrics = {f"eval_{k}": v for k, v in metrics.items()}
+        logger.log(metrics, state["step"])
+        accelerator.print(f"step {state['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        return metrics
+
+    progress = tqdm(total=total, initial=state["step"], disable=not main, desc="train", dynamic_ncols=True)
+    running, count_tokens, t0 = {}, 0, time.perf_counter()
+    train_metrics, eval_metrics = {}, {}
+    model.train()
+    while state["step"] < total:
+        loader = first_loader if state["epoch"] == 0 else loader_for(state["epoch"])
+        if state["batches_in_epoch"]:
+            loader = accelerator.skip_first_batches(loader, state["batches_in_epoch"])
+        for micro, batch_ in enumerate(loader, start=state["batches_in_epoch"]):
+            if transform is not None:
+                gen = step_generator(args.seed, state["step"], micro, accelerator.process_index, batch_device(batch_))
+                batch_ = transform(batch_, gen)
+            with accelerator.accumulate(model):
+                output = model(**batch_)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            state["batches_in_epoch"] = micro + 1
+            for k, v in scalar_metrics(output).items():
+                running[k] = running.get(k, 0.0) + v
+            running["_n"] = running.get("_n", 0) + 1
+            unit, n_units = count_units(batch_)
+            count_tokens += n_units * world
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            step = state["step"]
+            if on_step_end is not None:
+                on_step_end(unwrapped, step, total)
+            progress.update(1)
+            if step % args.logging_steps == 0 or step == total:
+                train_metrics = summarize_running(running, unit, count_tokens, time.perf_counter() - t0, scheduler)
+                logger.log(train_metrics, step)
+                progress.set_postfix({k: f"{v:.3g}" for k, v in train_metrics.items() if k != "lr"})
+                running, count_tokens, t0 = {}, 0, time.perf_counter()
+            if args.eval_steps > 0 and step % args.eval_steps == 0 and step != total:
+                eval_metrics = run_eval()
+            if args.save_steps > 0 and step % args.save_steps == 0:
+                save_checkpoint(accelerator, out, state, args.save_total_limit)
+            if step >= total:
+                break
+        else:
+            state["epoch"] += 1
+            state["batches_in_epoch"] = 0
+    progress.close()
+    eval_metrics = run_eval() or eval_metrics
+    accelerator.end_training()
+    return FitResult(unwrapped, state["step"], train_metrics, eval_metrics, accelerator)
+
+
+def batch_device(batch) -> torch.device:
+    """The device of the first tensor in a batch (where a transform's generator must live)."""
+    values = batch.values() if isinstance(batch, dict) else batch
+    return next((v.device for v in values if isinstance(v, torch.Tensor)), torch.device("cpu"))
+
+
+def count_units(batch) -> tuple[str, int]:
+    """What throughput counts: real tokens of a text batch (attention mask sum), else examples."""
+    if isinstance(batch, dict) and "attention_mask" in batch:
+        return "tokens", int(batch["attention_mask"].sum())
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return "samples", len(first)
+
+
+def summarize_running(running: dict, unit: str, count: int, seconds: float, scheduler) -> dict[str, float]:
+    """Means of the metrics since the last log, throughput (``tokens_per_s``) and the learning rate."""
+    n = running.pop("_n", 1)
+    metrics = {k: v / n for k, v in running.items()}
+    metrics[f"{unit}_per_s"] = count / max(seconds, 1e-9)
+    metrics["lr"] = scheduler.get_last_lr()[0]
+    return metrics
