@@ -12,14 +12,15 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
 
 from hfssl.methods.bert import IGNORE_INDEX, BertPretrainer
 
 
 def mlm_eval_step(mask_fn: Callable | None = None) -> Callable:
-    """An eval step for :class:`BertPretrainer`: masks the batch with ``mask_fn(batch, generator)``
-    (the same masking as training, drawn from a fixed generator so every evaluation sees the same
-    masks), then sums MLM loss / hits / count and NSP loss / hits per example."""
+    """An eval step for :class:`BertPretrainer`: sums MLM loss / hits / count and NSP loss / hits per
+    example. The batch carries ``labels`` from :func:`premask`, or is masked here by
+    ``mask_fn(batch, generator)`` (then the masks depend on how batches fall on processes)."""
 
     def step(model: BertPretrainer, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if mask_fn is not None:
@@ -62,3 +63,18 @@ def mlm_summary(totals: dict[str, float]) -> dict[str, float]:
         metrics["nsp_loss"] = totals["nsp_loss"] / max(totals["examples"], 1.0)
         metrics["nsp_accuracy"] = totals["nsp_correct"] / max(totals["examples"], 1.0)
     return metrics
+
+
+def premask(instances: Dataset, collator, seed: int, batch_size: int = 256) -> Dataset:
+    """Mask an evaluation set once, before it is sharded: every evaluation, and every process count,
+    then scores the very same masked positions. Adds ``labels`` and replaces ``input_ids``."""
+
+    def mask_batch(batch: dict, indices: list[int]) -> dict:
+        features = [{k: batch[k][i] for k in batch} for i in range(len(indices))]
+        padded = collator.mask(collator.pad(features), torch.Generator().manual_seed(seed * 100_003 + indices[0]))
+        lengths = [len(f["input_ids"]) for f in features]
+        return {"input_ids": [row[:n] for row, n in zip(padded["input_ids"].tolist(), lengths)],
+                "labels": [row[:n] for row, n in zip(padded["labels"].tolist(), lengths)]}
+
+    return instances.map(mask_batch, batched=True, batch_size=batch_size, with_indices=True,
+                         desc="masking the evaluation set")

@@ -61,6 +61,7 @@ class TrainArgs:
     report_to: str = field(default="none", metadata={"help": "Accelerate tracker: none, tensorboard, wandb, ..."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     find_unused_parameters: bool = field(default=False, metadata={"help": "DDP: allow parameters without grad."})
+    use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if an accelerator is present."})
 
     def __post_init__(self):
         if self.lr_scheduler_type not in ("linear", "cosine", "constant"):
@@ -115,7 +116,11 @@ def scalar_metrics(output: Any) -> dict[str, float]:
 def make_accelerator(args: TrainArgs) -> Accelerator:
     """The Accelerator for a run: accumulation, precision, trackers; seeded before any data or model."""
     out = prepare_output_dir(args.output_dir, args.resume, args.overwrite_output_dir)
+    # Without cpu=True, several CPU processes (torchrun / accelerate launch --multi_gpu) silently run as
+    # independent single-process jobs: Accelerate only sets up MULTI_CPU when told it is on the CPU.
+    no_accelerator = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     accelerator = Accelerator(
+        cpu=args.use_cpu or no_accelerator,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -268,6 +273,7 @@ def fit(
             state["epoch"] += 1
             state["batches_in_epoch"] = 0
     progress.close()
+    print(f"[process {accelerator.process_index}/{world}] finished {state['step']} optimizer steps")
     eval_metrics = run_eval() or eval_metrics
     accelerator.end_training()
     return FitResult(unwrapped, state["step"], train_metrics, eval_metrics, accelerator)

@@ -203,6 +203,9 @@ class MLMCollator:
         if self._all_or_none(features, "next_sentence_label"):
             labels = [int(f["next_sentence_label"]) for f in features]
             batch["next_sentence_label"] = torch.tensor(labels, dtype=torch.long)  # (B,)
+        if self._all_or_none(features, "labels"):  # already masked (a fixed evaluation set): keep its labels
+            mlm = [self._row(f, i, "labels") for i, f in enumerate(features)]
+            batch["labels"] = torch.tensor([m + [-100] * (T - len(m)) for m in mlm], dtype=torch.long)  # (B, T)
         return batch
 
     @staticmethod

@@ -1,0 +1,1 @@
+"""Text pipeline: corpus reading, WordPiece tokenizer, NSP pairs, MLM masking."""

@@ -1,0 +1,325 @@
+"""Raw text files -> a ``datasets.Dataset`` of documents, each a list of sentences.
+
+Reading goes through ``Dataset.from_generator`` (Arrow on disk, fingerprinted on the files' paths,
+sizes and modification times), then one batched ``map`` joins hard-wrapped lines into paragraphs
+and splits them into sentences with blingfire. A second call on the same files is served from the
+``datasets`` cache. Nothing is dropped silently: empty documents and files with undecodable bytes
+are counted in the :class:`CorpusReport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import json
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import blingfire
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+# Chapters of the embedded novels are documents. Four novels write "CHAPTER IV", two "Chapter 4".
+DEFAULT_SEPARATOR_FOR_DEFAULT_CORPUS = r"^\s*(?:CHAPTER|Chapter)\s+(?:[IVXLC]+|\d+)\b"
+TEXT_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+SUFFIXES = (*TEXT_SUFFIXES, ".parquet")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")  # a blank (or whitespace-only) line
+_PARAGRAPH_MARK = "\u2029"  # blingfire always breaks after U+2029; str.split() removes it from the text
+_FEATURES = datasets.Features(
+    {"text": datasets.Value("string"), "source": datasets.Value("string"), "replaced": datasets.Value("bool")}
+)
+
+
+@dataclass
+class CorpusArgs:
+    """Where the text comes from and how it is cut into documents."""
+
+    corpus: str | None = field(default=None, metadata={"help": "File, folder or glob of .txt[.gz], .jsonl[.gz], "
+                               ".parquet or save_to_disk folders. Default: the embedded Austen novels by chapter."})
+    text_field: str = field(default="text", metadata={"help": "Text field of jsonl/parquet/save_to_disk input."})
+    document_separator: str | None = field(default=None, metadata={"help": "Regex on .txt lines: a matching line "
+                                           "starts a new document and is dropped. Default: a document per file."})
+    sentence_per_line: bool = field(default=False, metadata={"help": "Google BERT format: a sentence per line, "
+                                                                     "blank line between documents."})
+    num_proc: int | None = field(default=None, metadata={"help": "Processes for sentence splitting."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder (default: HF cache)."})
+
+
+@dataclass
+class CorpusReport:
+    """What was read: shown to the user so that nothing disappears unnoticed."""
+
+    files: int
+    bytes: int  # on disk, compressed size for .gz
+    documents: int  # non-empty documents returned
+    sentences: int
+    files_with_replaced_bytes: list[str] = field(default_factory=list)
+    empty_documents: int = 0  # documents with no sentence, removed
+
+    def __str__(self) -> str:
+        text = (f"corpus: {self.files} files, {self.bytes / 1e6:.2f} MB, {self.documents} documents, "
+                f"{self.sentences} sentences, {self.empty_documents} empty documents removed")
+        if self.files_with_replaced_bytes:
+            text += (f", undecodable UTF-8 bytes replaced by U+FFFD in {len(self.files_with_replaced_bytes)} "
+                     f"file(s): {', '.join(self.files_with_replaced_bytes)}")
+        return text
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def default_corpus() -> list[str]:
+    """Paths of the six embedded Jane Austen novels (gzipped text inside the installed package)."""
+    folder = Path(str(resources.files("hfssl") / "data" / "austen"))
+    files = sorted(str(p) for p in folder.glob("*.txt.gz"))
+    if not files:
+        raise FileNotFoundError(f"embedded corpus missing from {folder}; reinstall hfssl (pip install -e .)")
+    return files
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def _expand(path: Path, explicit: bool) -> list[Path]:
+    """One existing path -> the corpus files it stands for (folders recursively, sorted, hidden ignored)."""
+    if not explicit and path.name.startswith("."):
+        return []  # .git, .cache, ... inside a folder
+    if _is_saved_dataset(path) or (path.is_file() and path.name.lower().endswith(SUFFIXES)):
+        return [path]
+    if path.is_file() and explicit:
+        raise ValueError(f"{path}: unsupported file type; hfssl reads {', '.join(SUFFIXES)} files "
+                         "and datasets save_to_disk folders")
+    if path.is_file():
+        logger.warning("skipping %s: unsupported file type", path)
+        return []
+    return [p for child in sorted(path.iterdir()) for p in _expand(child, explicit=False)]
+
+
+def resolve_paths(corpus: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Files, folders (recursive, supported suffixes) and globs -> absolute paths in a stable order."""
+    items = [corpus] if isinstance(corpus, str | Path) else list(corpus)
+    if not items:
+        raise ValueError("no corpus given: pass a file, a folder or a glob")
+    out: list[Path] = []
+    for item in items:
+        text = str(Path(item).expanduser())
+        if any(c in text for c in "*?[") and not Path(text).exists():
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"no file matches the pattern {text}")
+            for m in matches:
+                out.extend(_expand(Path(m).absolute(), explicit=False))
+        elif not Path(text).exists():
+            raise FileNotFoundError(f"corpus path not found: {text}")
+        else:
+            out.extend(_expand(Path(text).absolute(), explicit=True))
+    if not out:
+        raise FileNotFoundError(f"no {', '.join(SUFFIXES)} file or save_to_disk folder found in "
+                                f"{', '.join(map(str, items))}")
+    return out
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split one piece of text into sentences with blingfire; stripped, empties dropped."""
+    return [s for s in (s.strip() for s in blingfire.text_to_sentences(text).split("\n")) if s]
+
+
+def _document_sentences(text: str, sentence_per_line: bool) -> list[str]:
+    """One document -> its sentences. Lines of a paragraph are joined; sentences never span paragraphs."""
+    if sentence_per_line:
+        return [s for s in (line.strip() for line in text.split("\n")) if s]
+    paragraphs = (" ".join(p.split()) for p in _PARAGRAPH_BREAK.split(text))
+    joined = f"{_PARAGRAPH_MARK} ".join(p for p in paragraphs if p)  # one blingfire call per document
+    if not joined:
+        return []
+    pieces = blingfire.text_to_sentences(joined).split("\n")
+    return [s for piece in pieces for s in (s.strip() for s in piece.split(_PARAGRAPH_MARK)) if s]
+
+
+def _split_batch(batch: dict, sentence_per_line: bool) -> dict:
+    """Batched ``map`` function: ``text`` column -> ``sentences`` column."""
+    return {"sentences": [_document_sentences(t, sentence_per_line) for t in batch["text"]]}
+
+
+def _open_bytes(path: str):
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
+
+
+def _check_text_file(path: str) -> None:
+    """Refuse binary files (NUL bytes in the first 8 KB) and broken gzip streams, naming the file."""
+    try:
+        with _open_bytes(path) as f:
+            head = f.read(8192)
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot be read ({e})") from None
+    if b"\x00" in head:
+        raise ValueError(f"{path} looks like a binary file (NUL bytes in its first 8 KB); hfssl reads UTF-8 "
+                         f"text ({', '.join(TEXT_SUFFIXES)}), .parquet and save_to_disk folders")
+
+
+def _decoded_lines(path: str) -> Iterator[tuple[str, bool]]:
+    """(line, had undecodable bytes) for each line; bad bytes become U+FFFD."""
+    with _open_bytes(path) as f:
+        for raw in f:
+            try:
+                yield raw.decode("utf-8"), False
+            except UnicodeDecodeError:
+                yield raw.decode("utf-8", errors="replace"), True
+
+
+def _txt_documents(path: str, separator: str | None, sentence_per_line: bool) -> Iterator[tuple[str, bool]]:
+    """(document text, file had bad bytes so far). Every file yields at least one (maybe empty) row."""
+    pattern = re.compile(separator, re.MULTILINE) if separator else None
+    lines: list[str] = []
+    replaced = started = False
+    for line, bad in _decoded_lines(path):
+        replaced |= bad
+        if sentence_per_line and not line.strip():
+            if lines:
+                yield "".join(lines), replaced
+                lines, started = [], True
+        elif pattern is not None and pattern.search(line):
+            if started or any(not x.isspace() for x in lines):  # skip an empty preamble only
+                yield "".join(lines), replaced
+            lines, started = [], True
+        else:
+            lines.append(line)
+    if lines or not started or pattern is not None:
+        yield "".join(lines), replaced
+
+
+def _jsonl_documents(path: str, text_field: str) -> Iterator[tuple[str, bool]]:
+    replaced = False
+    for lineno, (line, bad) in enumerate(_decoded_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e}); a .jsonl file holds one object per line") from None
+        if not isinstance(record, dict) or text_field not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f"{path}:{lineno}: no field {text_field!r} (found {keys}); set text_field")
+        text = record[text_field] or ""
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, expected text")
+        replaced |= bad
+        yield text, replaced
+
+
+def _column_documents(path: str, text_field: str) -> Iterator[tuple[str, bool]]:
+    """Documents from a .parquet file or a save_to_disk folder (column ``text_field``)."""
+    if path.lower().endswith(".parquet"):
+        schema = pq.read_schema(path)
+        batches = lambda: pq.ParquetFile(path).iter_batches(columns=[text_field], batch_size=1000)  # noqa: E731
+    else:
+        ds = datasets.load_from_disk(path)
+        if isinstance(ds, datasets.DatasetDict):
+            raise ValueError(f"{path} holds a DatasetDict (splits {list(ds)}); point the corpus at one split")
+        schema = ds.data.schema
+        batches = lambda: ds.with_format("arrow").iter(batch_size=1000)  # noqa: E731
+    if text_field not in schema.names:
+        raise ValueError(f"{path}: no column {text_field!r} (columns: {schema.names}); set text_field")
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+        raise ValueError(f"{path}: column {text_field!r} has type {kind}, expected text")
+    for batch in batches():
+        for value in batch.column(text_field).to_pylist():
+            yield (value or ""), False
+
+
+def _generate(files: list, text_field: str, separator: str | None, sentence_per_line: bool):
+    """``Dataset.from_generator`` body. ``files`` holds [path, size, mtime_ns] so edits bust the cache."""
+    for path, _size, _mtime in files:
+        name = path.lower()
+        if name.endswith((".txt", ".txt.gz")):
+            rows = _txt_documents(path, separator, sentence_per_line)
+        elif name.endswith((".jsonl", ".jsonl.gz")):
+            rows = _jsonl_documents(path, text_field)
+        else:
+            rows = _column_documents(path, text_field)
+        for text, replaced in rows:
+            yield {"text": text, "source": path, "replaced": replaced}
+
+
+def _identity(path: Path) -> list:
+    """[path, size, mtime_ns] of a file, or of everything inside a save_to_disk folder."""
+    stats = [p.stat() for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path.stat()]
+    return [str(path), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
+
+
+def _read_raw(files: list[list], text_field, separator, sentence_per_line, cache_dir) -> datasets.Dataset:
+    """Files -> Arrow rows (text, source, replaced), unwrapping generation errors to name the file.
+
+    One process: reading lines is cheap next to sentence splitting (the ``map``, which takes num_proc),
+    and errors keep their type and message."""
+    try:
+        return datasets.Dataset.from_generator(
+            _generate, features=_FEATURES, cache_dir=cache_dir,
+            gen_kwargs={"files": files, "text_field": text_field, "separator": separator,
+                        "sentence_per_line": sentence_per_line},
+        )
+    except datasets.exceptions.DatasetGenerationError as e:
+        if isinstance(e.__cause__, ValueError | OSError):  # our message names the file: show it plainly
+            raise e.__cause__ from None
+        raise
+
+
+def load_documents(corpus, *, text_field: str = "text", document_separator: str | None = None,
+                   sentence_per_line: bool = False, cache_dir: str | None = None,
+                   num_proc: int | None = None) -> tuple[datasets.Dataset, CorpusReport]:
+    """Read a corpus into a Dataset with one row per non-empty document and a ``sentences`` column."""
+    if sentence_per_line and document_separator:
+        raise ValueError("use either sentence_per_line (blank lines separate documents) or document_separator")
+    try:
+        re.compile(document_separator or "")  # a bad regex fails here, not inside a worker
+    except re.error as e:
+        raise ValueError(f"document_separator {document_separator!r} is not a valid regex: {e}") from None
+    paths = resolve_paths(corpus)
+    for p in paths:
+        if p.name.lower().endswith(TEXT_SUFFIXES):
+            _check_text_file(str(p))
+    files = [_identity(p) for p in paths]
+    raw = _read_raw(files, text_field, document_separator, sentence_per_line, cache_dir)
+    ds = raw.map(_split_batch, batched=True, fn_kwargs={"sentence_per_line": sentence_per_line},
+                 remove_columns=["text"], num_proc=num_proc if num_proc and num_proc > 1 else None,
+                 features=datasets.Features({**{k: v for k, v in _FEATURES.items() if k != "text"},
+                                             "sentences": datasets.List(datasets.Value("string"))}),
+                 desc="splitting sentences")
+    table = ds.data.table  # (documents,) columns source, replaced, sentences
+    lengths = pc.list_value_length(table.column("sentences")).to_numpy(zero_copy_only=False)
+    bad = pc.unique(pc.filter(table.column("source"), table.column("replaced"))).to_pylist()
+    report = CorpusReport(files=len(paths), bytes=sum(f[1] for f in files), documents=int((lengths > 0).sum()),
+                          sentences=int(lengths.sum()), files_with_replaced_bytes=sorted(bad),
+                          empty_documents=int((lengths == 0).sum()))
+    if report.documents == 0:
+        raise ValueError(f"no text found in corpus {', '.join(map(str, paths))} "
+                         f"({report.empty_documents} empty documents)")
+    if bad:
+        logger.warning("undecodable UTF-8 bytes replaced by U+FFFD in: %s", ", ".join(bad))
+    ds = ds.remove_columns(["source", "replaced"])
+    if report.empty_documents:
+        ds = ds.select(np.flatnonzero(lengths > 0))
+    return ds, report
+
+
+def load_corpus(args: CorpusArgs) -> tuple[datasets.Dataset, CorpusReport]:
+    """:func:`load_documents` from :class:`CorpusArgs`; no corpus means the embedded novels by chapter."""
+    corpus, separator = args.corpus, args.document_separator
+    if corpus is None:
+        corpus = default_corpus()
+        separator = separator or (None if args.sentence_per_line else DEFAULT_SEPARATOR_FOR_DEFAULT_CORPUS)
+    return load_documents(corpus, text_field=args.text_field, document_separator=separator,
+                          sentence_per_line=args.sentence_per_line, cache_dir=args.cache_dir,
+                          num_proc=args.num_proc)

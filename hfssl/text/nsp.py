@@ -1,0 +1,480 @@
+"""BERT sentence-pair (NSP) instances: Google's ``create_instances_from_document``, fast and cached.
+
+Per document (empty sentences and documents dropped) the algorithm of google-research/bert
+``create_pretraining_data.py`` with the same random calls in the same order: a target of
+``max_seq_length - 3`` tokens (with ``short_seq_prob``, per document, a random one in ``[2, max]``);
+sentences accumulate into a chunk until the target or the document's end; A = the chunk's first
+``a_end`` sentences (random); B = the rest (``next_sentence_label`` 0) or, with
+``random_next_prob`` and always for a one-sentence chunk, a random segment of another document
+(label 1) with the unused sentences put back; ``truncate_seq_pair`` to ``max_seq_length - 3`` (longer
+segment, front or back at random); ``[CLS] A [SEP] B [SEP]``, ``token_type_ids`` 0 then 1.
+
+Differences, on purpose: (1) **balance**: Google's forced random B gives ~54 % random pairs on
+real text. Each forced one adds ``1 - random_next_prob`` to a debt; a multi-sentence chunk that
+draws "random" while the debt is >= 1/2 keeps its real B and pays 1 back, so the fraction is
+``random_next_prob`` in expectation (while forced chunks are rarer than that; what is left owed at
+the end of a block of :data:`BLOCK_DOCS` documents is lost, < 0.1 % on real text). No draw is
+added: ``balance=False`` is Google's stream exactly (tests compare against a port). (2) the random
+document is never the current one (after Google's 10 tries, its neighbour). (3) instances stay in
+document order (the DataLoader shuffles).
+
+Determinism and speed: documents form fixed blocks of :data:`BLOCK_DOCS`, each with its own
+``random.Random`` (Python's, as Google: scalar draws are far cheaper than numpy's) seeded from
+``(seed, epoch, first document)``. ``datasets.map`` runs over blocks, so every ``num_proc`` gives
+the same rows, cached under a fingerprint of corpus, arguments, seed and epoch; each epoch draws
+anew (Google's ``dupe_factor`` without copies). Workers see the whole corpus as one flat token
+array; an instance is four offsets into it and rows are gathered with numpy.
+
+``nsp=False``: ``[CLS] x [SEP]`` with x whole consecutive sentences of one document packed up to
+``max_seq_length - 2`` (RoBERTa's DOC-SENTENCES); a longer sentence is cut, no token is dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, Features, List, Value
+from datasets.fingerprint import Hasher
+
+BLOCK_DOCS = 256  # documents per random stream; part of the result (like the seed), not a tuning knob
+_VERSION = "hfssl-nsp-1"
+_TOKENS = List(List(Value("int32")))
+
+
+@dataclass
+class NSPArgs:
+    """Sentence-pair instance options (Google's ``create_pretraining_data.py`` flags)."""
+
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per instance, [CLS] and [SEP]s included."})
+    short_seq_prob: float = field(
+        default=0.1, metadata={"help": "Probability that a document uses a random shorter target length."}
+    )
+    nsp: bool = field(
+        default=True,
+        metadata={"help": "Sentence pairs with next_sentence_label; False: single segments [CLS] x [SEP]."},
+    )
+    random_next_prob: float = field(
+        default=0.5, metadata={"help": "Fraction of pairs whose B is a random segment of another document."}
+    )
+    preprocessing_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes for tokenizing and building instances (None: min(2, CPUs), "
+                                        "one per 16 MB of text / 16M tokens, as a worker costs ~1 s to start)."}
+    )
+
+    def __post_init__(self):
+        if self.max_seq_length < (5 if self.nsp else 3):
+            raise ValueError(f"max_seq_length={self.max_seq_length} leaves no room for the segments and "
+                             f"[CLS]/[SEP]; use at least {5 if self.nsp else 3}")
+        for name in ("short_seq_prob", "random_next_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} must be a probability in [0, 1]")
+        if self.preprocessing_num_proc is not None and self.preprocessing_num_proc < 1:
+            raise ValueError(f"preprocessing_num_proc={self.preprocessing_num_proc} must be >= 1 or None")
+
+
+def resolve_num_proc(num_proc: int | None, work: float = float("inf"), work_per_proc: float = 1.0) -> int:
+    """An explicit ``num_proc`` as given; ``None``: ``min(2, os.cpu_count())``, but no more than one
+    process per ``work_per_proc`` of ``work`` (a worker costs ~1 s to start: small corpora run inline)."""
+    if num_proc is not None:
+        return max(1, int(num_proc))
+    return max(1, min(2, os.cpu_count() or 1, int(work // work_per_proc)))
+
+
+# ---------------------------------------------------------------------------------------- tokenize
+_SAFE_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFD", "NFKD", "NFC", "NFKC", "StripAccents", "Strip"}
+_SPACE_DROPPING = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+_SAFE_PRE_TOKENIZERS = _SPACE_DROPPING | {"Punctuation", "Digits"}
+
+
+def _components(node: dict | None, key: str) -> list[str]:
+    """Types of a normalizer / pre-tokenizer JSON node, ``Sequence`` flattened."""
+    if node is None:
+        return []
+    if node["type"] == "Sequence":
+        return [t for child in node[key] for t in _components(child, key)]
+    return [node["type"]]
+
+
+class _Encoder:
+    """Picklable ``arrow strings -> (tokens per text, flat ids)``, no special tokens, no truncation.
+
+    Fast path (BERT-style pipelines): when the normalizer works per character and the pre-tokenizer
+    drops spaces, a text's ids are the concatenation of the ids of its space-separated words, so each
+    map batch encodes its *distinct* words once (Austen: 10x fewer characters through the Rust
+    pipeline, ~6x less CPU) and the rest is a numpy gather. Otherwise whole texts are encoded. Tests
+    check both paths against the tokenizer's own call."""
+
+    def __init__(self, tokenizer):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:  # a slow (Python) tokenizer: its own batch call
+            self.backend, self.by_word, self.fingerprint = tokenizer, False, Hasher.hash(tokenizer)
+            return
+        text = backend.to_str()
+        config = json.loads(text)
+        self.backend = type(backend).from_str(text)  # a copy: the caller's settings stay
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.by_word = (set(_components(config["normalizer"], "normalizers")) <= _SAFE_NORMALIZERS
+                        and bool(set(_components(config["pre_tokenizer"], "pretokenizers")) & _SPACE_DROPPING)
+                        and set(_components(config["pre_tokenizer"], "pretokenizers")) <= _SAFE_PRE_TOKENIZERS
+                        and not any(re.search(r"\s", t["content"]) for t in config["added_tokens"]))
+        self.fingerprint = Hasher.hash(f"{self.by_word}{text}")  # a string hashes fast, a dict does not
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Whole texts -> (tokens per text, flat ids)."""
+        if not hasattr(self.backend, "encode_batch_fast"):
+            ids = self.backend(texts, add_special_tokens=False)["input_ids"] if texts else []
+        else:
+            ids = [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        return lengths, np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
+
+    def _encode_words(self, words: list[str], per_call: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct words -> (tokens per word, flat ids): ``per_call`` words joined by spaces per text
+        (a call per word costs ~10 us), each token assigned to its word by its character offset."""
+        texts = [" ".join(words[i:i + per_call]) for i in range(0, len(words), per_call)]
+        counts, ids = [], []
+        for k, enc in enumerate(self.backend.encode_batch(texts, add_special_tokens=False)):
+            chunk = words[k * per_call:(k + 1) * per_call]
+            word_start = np.cumsum([len(w) + 1 for w in chunk]) - [len(w) + 1 for w in chunk]  # (w,)
+            token_start = np.asarray(enc.offsets, np.int64).reshape(-1, 2)[:, 0]  # (t,)
+            word_of_token = np.searchsorted(word_start, token_start, side="right") - 1
+            counts.append(np.bincount(word_of_token, minlength=len(chunk)))
+            ids.append(np.asarray(enc.ids, np.int32))
+        if not texts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int32)
+        return np.concatenate(counts), np.concatenate(ids)
+
+    def __call__(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Arrow strings -> (tokens per text, flat int32 ids)."""
+        if not self.by_word:
+            return self._encode([s or "" for s in texts.to_pylist()])
+        words = pc.split_pattern(texts.fill_null(""), " ")  # list<string>: the words of each text
+        per_text = pc.list_value_length(words).to_numpy(zero_copy_only=False)  # (S,)
+        encoded = pc.dictionary_encode(words.flatten())
+        word_ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)  # (W,) distinct-word index
+        lengths, ids = self._encode_words(encoded.dictionary.to_pylist())  # (U,), (sum of lengths,)
+        n = lengths[word_ids]  # (W,) tokens of every word
+        gather = np.repeat((np.cumsum(lengths) - lengths)[word_ids] - (np.cumsum(n) - n), n) + np.arange(n.sum())
+        tokens_before = np.concatenate([[0], np.cumsum(n)])  # (W + 1,)
+        word_end = np.cumsum(per_text)
+        return tokens_before[word_end] - tokens_before[word_end - per_text], ids[gather]
+
+
+def _tokenize_batch(batch: pa.Table, *, encoder: _Encoder) -> pa.Table:
+    """Arrow batch of documents -> the same batch plus ``tokens`` (one id list per sentence)."""
+    sentences = batch.column("sentences").combine_chunks()  # list<string> per document
+    per_doc = pc.list_value_length(sentences).fill_null(0).to_numpy(zero_copy_only=False)
+    lengths, ids = encoder(sentences.flatten())
+    sentence_offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    doc_offsets = pa.array(np.concatenate([[0], np.cumsum(per_doc)]).astype(np.int32))
+    tokens = pa.ListArray.from_arrays(doc_offsets, pa.ListArray.from_arrays(sentence_offsets, pa.array(ids)))
+    if "tokens" in batch.column_names:
+        batch = batch.drop_columns(["tokens"])
+    return batch.append_column("tokens", tokens)
+
+
+def tokenize_documents(documents: Dataset, tokenizer, *, num_proc: int | None = None) -> Dataset:
+    """Add ``tokens``: per document, each sentence's ids *without* special tokens (batched, cached)."""
+    if "sentences" not in documents.column_names:
+        raise ValueError(f"documents need a 'sentences' column (list of str per document); got columns "
+                         f"{documents.column_names}. Build them with hfssl.text.corpus.load_documents")
+    encoder = _Encoder(tokenizer)
+    features = documents.features.copy()
+    features["tokens"] = _TOKENS
+    num_proc = min(resolve_num_proc(num_proc, documents.data.nbytes, 16e6), len(documents))
+    out = documents.with_format("arrow").map(
+        _tokenize_batch, batched=True, batch_size=1000, fn_kwargs={"encoder": encoder}, features=features,
+        num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing sentences",
+        new_fingerprint=Hasher.hash([_VERSION, "tokens", documents._fingerprint, encoder.fingerprint]),
+    )
+    return out.with_format(None)
+
+
+# ------------------------------------------------------------------------------- flat corpus view
+class _Corpus:
+    """The tokenized corpus flat: non-empty sentence ``i`` is ``tokens[start[i]:start[i] + length[i]]``,
+    document ``d`` owns sentences ``doc_first[d]:doc_first[d + 1]``; empty ones are dropped, as Google."""
+
+    def __init__(self, tokenized: Dataset):
+        if "tokens" not in tokenized.column_names:
+            raise ValueError("build_instances needs a 'tokens' column: run tokenize_documents first")
+        column = tokenized.with_format("arrow")[:].column("tokens").combine_chunks()  # doc order
+        per_doc = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+        sentences = column.flatten()
+        length = pc.list_value_length(sentences).fill_null(0).to_numpy(zero_copy_only=False)
+        self.tokens = sentences.flatten().to_numpy(zero_copy_only=False)  # (N,) int32
+        keep = length > 0
+        self.start = (np.cumsum(length) - length)[keep]
+        self.length = length[keep]
+        kept_before = np.concatenate([[0], np.cumsum(keep)])
+        self.doc_first = kept_before[np.concatenate([[0], np.cumsum(per_doc)])]  # (D + 1,)
+        self.docs = np.flatnonzero(np.diff(self.doc_first) > 0)  # non-empty documents
+        self.rank = np.full(len(per_doc), -1)
+        self.rank[self.docs] = np.arange(len(self.docs))
+        self.empty_sentences = int((~keep).sum())
+
+    def sentences(self, doc: int) -> tuple[list[int], list[int]]:
+        """Token offsets and lengths of the document's sentences, as Python lists."""
+        lo, hi = self.doc_first[doc], self.doc_first[doc + 1]
+        return self.start[lo:hi].tolist(), self.length[lo:hi].tolist()
+
+    def random_segment(self, rng: random.Random, rank: int, target: int) -> tuple[int, int]:
+        """Google's random B: another document, a random start sentence, sentences until ``target``."""
+        n = len(self.docs)
+        for _ in range(10):
+            other = rng.randint(0, n - 1)
+            if other != rank:
+                break
+        if other == rank:  # Google would take the same document here (probability n ** -10)
+            other = (other + 1) % n
+        doc = int(self.docs[other])
+        first, last = int(self.doc_first[doc]), int(self.doc_first[doc + 1])
+        j = first + rng.randint(0, last - first - 1)
+        lo = hi = int(self.start[j])
+        for k in range(j, last):
+            hi += int(self.length[k])
+            if hi - lo >= target:
+                break
+        return lo, hi
+
+
+_CORPUS: dict[str, _Corpus] = {}  # one per process, reused by every batch of a build
+
+
+def _corpus(tokenized: Dataset) -> _Corpus:
+    if tokenized._fingerprint not in _CORPUS:
+        _CORPUS.clear()
+        _CORPUS[tokenized._fingerprint] = _Corpus(tokenized)
+    return _CORPUS[tokenized._fingerprint]
+
+
+# ------------------------------------------------------------------------------- the algorithm
+def _truncate_pair(a_lo, a_hi, b_lo, b_hi, max_num_tokens: int, rng: random.Random):
+    """Google's ``truncate_seq_pair`` on offset ranges."""
+    while (a_hi - a_lo) + (b_hi - b_lo) > max_num_tokens:
+        if a_hi - a_lo > b_hi - b_lo:
+            if rng.random() < 0.5:
+                a_lo += 1
+            else:
+                a_hi -= 1
+        elif rng.random() < 0.5:
+            b_lo += 1
+        else:
+            b_hi -= 1
+    return a_lo, a_hi, b_lo, b_hi
+
+
+def _pair_instances(corpus: _Corpus, doc: int, rng: random.Random, out: list, debt: list[float], *,
+                    max_num_tokens: int, short_seq_prob: float, random_next_prob: float, balance: bool = True):
+    """Google's ``create_instances_from_document``; appends ``(a_lo, a_hi, b_lo, b_hi, is_random)``."""
+    start, length = corpus.sentences(doc)
+    target = max_num_tokens
+    if rng.random() < short_seq_prob:
+        target = rng.randint(2, max_num_tokens)
+    chunk_first, chunk_len, i = 0, 0, 0
+    while i < len(length):
+        chunk_len += length[i]
+        if i == len(length) - 1 or chunk_len >= target:
+            n = i - chunk_first + 1
+            a_end = rng.randint(1, n - 1) if n >= 2 else 1
+            a_lo = start[chunk_first]
+            a_hi = start[chunk_first + a_end - 1] + length[chunk_first + a_end - 1]
+            if n == 1:
+                is_random = True
+                debt[0] += (1.0 - random_next_prob) if balance else 0.0
+            else:
+                is_random = rng.random() < random_next_prob
+                if is_random and debt[0] >= 0.5:  # pay back one forced random B (module docstring)
+                    is_random, debt[0] = False, debt[0] - 1.0
+            if is_random:
+                b_lo, b_hi = corpus.random_segment(rng, int(corpus.rank[doc]), target - (a_hi - a_lo))
+                i -= n - a_end  # put the unused sentences back
+            else:
+                b_lo, b_hi = a_hi, start[i] + length[i]
+            out.append((*_truncate_pair(a_lo, a_hi, b_lo, b_hi, max_num_tokens, rng), int(is_random)))
+            chunk_first, chunk_len = i + 1, 0
+        i += 1
+
+
+def _single_instances(corpus: _Corpus, doc: int, rng: random.Random, out: list, *,
+                      max_num_tokens: int, short_seq_prob: float):
+    """Whole consecutive sentences packed up to the target; appends ``(lo, hi)``."""
+    start, length = corpus.sentences(doc)
+    target = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
+    lo, size = start[0], 0
+    for s, n in zip(start, length):
+        if size and size + n > target:
+            out.append((lo, lo + size))
+            lo, size = s, 0
+        size += n
+        while size > target:  # a sentence longer than the target: cut it, keep every token
+            out.append((lo, lo + target))
+            lo, size = lo + target, size - target
+    if size:
+        out.append((lo, lo + size))
+
+
+def _block_seed(seed: int, epoch: int, first_doc: int) -> int:
+    state = np.random.SeedSequence([seed, epoch, first_doc]).generate_state(4)
+    return int.from_bytes(state.tobytes(), "little")
+
+
+# ------------------------------------------------------------------------------- rows and map
+def _rows(tokens: np.ndarray, segments: np.ndarray, specials: list[int], types: list[int]):
+    """Gather instances made of segments. ``segments`` (n, k, 2) holds [lo, hi) ranges into ``tokens``;
+    a segment with ``specials[j] >= 0`` is that one id instead. Returns offsets, ids, token types."""
+    n, k = segments.shape[:2]
+    special = np.tile(np.asarray(specials), n)  # (n*k,)
+    seg_lo = np.where(special >= 0, 0, segments[:, :, 0].ravel())
+    seg_len = np.where(special >= 0, 1, segments[:, :, 1].ravel() - segments[:, :, 0].ravel())
+    seg_off = np.cumsum(seg_len) - seg_len  # (n*k,) first output position of each segment
+    src = np.repeat(seg_lo - seg_off, seg_len) + np.arange(seg_len.sum())
+    is_special = np.repeat(special, seg_len)
+    ids = np.where(is_special >= 0, is_special, tokens[src] if len(tokens) else 0).astype(np.int32)
+    token_types = np.repeat(np.tile(np.asarray(types, np.int32), n), seg_len)
+    row_len = seg_len.reshape(n, k).sum(1)
+    offsets = np.concatenate([[0], np.cumsum(row_len)]).astype(np.int32)
+    return pa.array(offsets), pa.array(ids), pa.array(token_types)
+
+
+def _instance_table(tokens: np.ndarray, found: list, nsp: bool, cls_id: int, sep_id: int) -> pa.Table:
+    """Found ``(a_lo, a_hi, b_lo, b_hi, label)`` (or ``(lo, hi)``) offsets -> the instance columns."""
+    inst = np.asarray(found, dtype=np.int64).reshape(-1, 5 if nsp else 2)
+    zero = np.zeros((len(inst), 2), np.int64)  # the range of a special token is ignored
+    if nsp:  # [CLS] A [SEP] B [SEP]
+        segments = np.stack([zero, inst[:, 0:2], zero, inst[:, 2:4], zero], 1)  # (n, 5, 2)
+        offsets, ids, types = _rows(tokens, segments, [cls_id, -1, sep_id, -1, sep_id], [0, 0, 0, 1, 1])
+    else:  # [CLS] x [SEP]
+        segments = np.stack([zero, inst, zero], 1)  # (n, 3, 2)
+        offsets, ids, types = _rows(tokens, segments, [cls_id, -1, sep_id], [0, 0, 0])
+    columns = {"input_ids": pa.ListArray.from_arrays(offsets, ids),
+               "token_type_ids": pa.ListArray.from_arrays(offsets, types)}
+    if nsp:
+        columns["next_sentence_label"] = pa.array(inst[:, 4])
+    return pa.table(columns)
+
+
+def _build_blocks(blocks: dict, *, tokenized: Dataset, nsp: bool, seed: int, epoch: int, cls_id: int,
+                  sep_id: int, max_seq_length: int, short_seq_prob: float, random_next_prob: float) -> pa.Table:
+    """``datasets.map`` function over blocks of documents -> a table of instances."""
+    corpus = _corpus(tokenized)
+    found: list = []
+    for first, stop in zip(blocks["start"], blocks["stop"]):
+        rng, debt = random.Random(_block_seed(seed, epoch, first)), [0.0]
+        for doc in range(first, stop):
+            if corpus.rank[doc] < 0:
+                continue
+            if nsp:
+                _pair_instances(corpus, doc, rng, found, debt, max_num_tokens=max_seq_length - 3,
+                                short_seq_prob=short_seq_prob, random_next_prob=random_next_prob)
+            else:
+                _single_instances(corpus, doc, rng, found, max_num_tokens=max_seq_length - 2,
+                                  short_seq_prob=short_seq_prob)
+    return _instance_table(corpus.tokens, found, nsp, cls_id, sep_id)
+
+
+def _features(nsp: bool) -> Features:
+    features = {"input_ids": List(Value("int32")), "token_type_ids": List(Value("int32"))}
+    if nsp:
+        features["next_sentence_label"] = Value("int64")
+    return Features(features)
+
+
+def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_length: int = 128,
+                    short_seq_prob: float = 0.1, nsp: bool = True, random_next_prob: float = 0.5,
+                    seed: int = 0, epoch: int = 0, num_proc: int | None = None) -> Dataset:
+    """Instances of one epoch: ``input_ids`` and ``token_type_ids`` (unpadded), ``next_sentence_label``
+    (``nsp=True`` only). Deterministic for ``(seed, epoch)`` whatever ``num_proc``; cached beside the
+    tokenized corpus when it lives in files (a second call reads the cache)."""
+    NSPArgs(max_seq_length, short_seq_prob, nsp, random_next_prob)  # validates
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"seed={seed} and epoch={epoch} must be >= 0")
+    corpus = _corpus(tokenized)  # validates 'tokens' here, in the main process
+    if not len(corpus.docs):
+        raise ValueError(f"no tokens in any of the {len(tokenized)} documents: nothing to build instances from")
+    if nsp and len(corpus.docs) < 2:
+        raise ValueError(f"NSP needs at least 2 non-empty documents for random next sentences, got "
+                         f"{len(corpus.docs)}; split the corpus into documents (document_separator) or "
+                         f"use nsp=False")
+    n = len(tokenized)
+    starts = list(range(0, n, BLOCK_DOCS))
+    blocks = Dataset.from_dict({"start": starts, "stop": [min(s + BLOCK_DOCS, n) for s in starts]})
+    kwargs = dict(nsp=nsp, seed=seed, epoch=epoch, cls_id=cls_id, sep_id=sep_id, max_seq_length=max_seq_length,
+                  short_seq_prob=short_seq_prob, random_next_prob=random_next_prob)
+    fingerprint = Hasher.hash([_VERSION, BLOCK_DOCS, tokenized._fingerprint, sorted(kwargs.items())])
+    cache_file = None
+    if tokenized.cache_files:
+        folder = os.path.dirname(tokenized.cache_files[0]["filename"])
+        cache_file = os.path.join(folder, f"nsp-instances-{fingerprint}.arrow")
+    num_proc = min(resolve_num_proc(num_proc, len(corpus.tokens), 16e6), len(blocks))
+    return blocks.map(
+        _build_blocks, batched=True, batch_size=1, fn_kwargs={"tokenized": tokenized, **kwargs},
+        remove_columns=["start", "stop"], features=_features(nsp), num_proc=num_proc if num_proc > 1 else None,
+        new_fingerprint=fingerprint, cache_file_name=cache_file, desc=f"NSP instances (epoch {epoch})",
+    )
+
+
+def instance_stats(instances: Dataset, max_seq_length: int) -> dict:
+    """Instances, fraction with a random B (``None`` without NSP labels), mean tokens per instance
+    ([CLS]/[SEP] included), longest instance, and the padding fraction when padded to ``max_seq_length``."""
+    table = instances.with_format("arrow")[:]
+    n = table.num_rows
+    lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
+    labels = table.column("next_sentence_label") if "next_sentence_label" in table.column_names else None
+    return {
+        "instances": n,
+        "random_next_fraction": float(pc.mean(labels).as_py()) if labels is not None and n else None,
+        "mean_tokens": float(lengths.mean()) if n else 0.0,
+        "max_tokens": int(lengths.max()) if n else 0,
+        "padding_fraction": float(1.0 - lengths.sum() / (n * max_seq_length)) if n else 0.0,
+    }
+
+
+def format_stats(stats: dict) -> str:
+    """One line for logs: ``instances=8,812 random_next=0.500 mean_tokens=119.9 padding=6.3%``."""
+    random_next = stats.get("random_next_fraction")
+    return (f"instances={stats['instances']:,} random_next={'-' if random_next is None else f'{random_next:.3f}'} "
+            f"mean_tokens={stats['mean_tokens']:.1f} padding={100 * stats['padding_fraction']:.1f}%")
+
+
+class InstanceBuilder:
+    """Tokenized documents + :class:`NSPArgs` for the training loop: ``for_epoch(epoch)`` builds (or
+    reads from cache) that epoch's instances, ``stats(ds)`` reports them."""
+
+    def __init__(self, tokenized: Dataset, args: NSPArgs, *, cls_id: int, sep_id: int, seed: int = 0):
+        self.tokenized, self.args, self.cls_id, self.sep_id, self.seed = tokenized, args, cls_id, sep_id, seed
+
+    @classmethod
+    def from_documents(cls, documents: Dataset, tokenizer, args: NSPArgs, *, seed: int = 0) -> InstanceBuilder:
+        """Tokenize ``documents`` (column ``sentences``) and take ``[CLS]``/``[SEP]`` from the tokenizer."""
+        if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise ValueError("the tokenizer has no [CLS]/[SEP] token; NSP instances need both")
+        tokenized = tokenize_documents(documents, tokenizer, num_proc=args.preprocessing_num_proc)
+        return cls(tokenized, args, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, seed=seed)
+
+    def for_epoch(self, epoch: int) -> Dataset:
+        a = self.args
+        return build_instances(self.tokenized, cls_id=self.cls_id, sep_id=self.sep_id,
+                               max_seq_length=a.max_seq_length, short_seq_prob=a.short_seq_prob, nsp=a.nsp,
+                               random_next_prob=a.random_next_prob, seed=self.seed, epoch=epoch,
+                               num_proc=a.preprocessing_num_proc)
+
+    def stats(self, instances: Dataset) -> dict:
+        return instance_stats(instances, self.args.max_seq_length)
+
+    def corpus_stats(self) -> dict:
+        """Documents and sentences used, and what was dropped for having no tokens (as Google)."""
+        corpus = _corpus(self.tokenized)
+        return {"documents": len(self.tokenized), "documents_used": len(corpus.docs),
+                "empty_documents_dropped": len(self.tokenized) - len(corpus.docs),
+                "sentences_used": len(corpus.length), "empty_sentences_dropped": corpus.empty_sentences,
+                "tokens": int(corpus.length.sum())}

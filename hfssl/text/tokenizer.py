@@ -1,0 +1,151 @@
+"""Train a BERT WordPiece tokenizer with ``tokenizers`` and wrap it as a ``transformers`` tokenizer.
+
+The trained pipeline is the original BERT one: BertNormalizer, BertPreTokenizer, WordPiece with
+``##`` continuation pieces, ``[CLS] A [SEP] B [SEP]`` with token types 0/1, special tokens
+``[PAD] [UNK] [CLS] [SEP] [MASK]`` at ids 0..4. The saved folder loads with ``AutoTokenizer`` as a
+``BertTokenizer`` and carries a ``vocab.txt`` that Google's BERT code reads too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import pyarrow.compute as pc
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers.models import WordPiece
+from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
+
+
+@dataclass
+class TokenizerArgs:
+    """Reuse a tokenizer folder, or train a WordPiece vocabulary on the corpus."""
+
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Folder of a saved tokenizer to reuse; default: train one on the corpus."})
+    vocab_size: int = field(default=8192, metadata={"help": "WordPiece vocabulary size, special tokens included."})
+    lowercase: bool = field(default=True, metadata={"help": "Lowercase and strip accents (BERT uncased); "
+                                                            "--no_lowercase for a cased vocabulary."})
+    min_frequency: int = field(default=2, metadata={"help": "Minimum count for a merge to enter the vocabulary."})
+    model_max_length: int = field(default=128, metadata={"help": "Maximum sequence length stored with the tokenizer."})
+
+    def __post_init__(self):
+        if self.vocab_size <= len(SPECIAL_TOKENS):
+            raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {self.vocab_size}")
+        if self.model_max_length < 2:
+            raise ValueError(f"model_max_length must be at least 2 ([CLS] and [SEP]), got {self.model_max_length}")
+
+
+def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _dataset_texts(dataset: datasets.Dataset, batch_size: int) -> tuple[Iterator[str], int | None]:
+    """Sentences (or ``text`` rows) of a Dataset straight from Arrow, and how many there are."""
+    column = "sentences" if "sentences" in dataset.column_names else "text"
+    if column not in dataset.column_names:
+        raise ValueError(f"dataset has no 'sentences' or 'text' column (columns: {dataset.column_names})")
+    nested = column == "sentences"
+
+    def texts() -> Iterator[str]:
+        for table in dataset.with_format("arrow").iter(batch_size=batch_size):
+            values = pc.list_flatten(table[column]) if nested else table[column]
+            yield from (t for t in values.to_pylist() if t)
+
+    total = None
+    if dataset._indices is None:  # cheap count only on a plain (unselected) table
+        col = dataset.data.table.column(column)
+        total = int(pc.sum(pc.list_value_length(col)).as_py() or 0) if nested else len(dataset)
+    return texts(), total
+
+
+def bert_wordpiece_pipeline(lowercase: bool = True) -> Tokenizer:
+    """An untrained ``tokenizers`` pipeline that matches Google's BERT tokenization."""
+    tokenizer = Tokenizer(WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return tokenizer
+
+
+def wrap_bert_tokenizer(tokenizer: Tokenizer, lowercase: bool, model_max_length: int) -> BertTokenizer:
+    """A trained ``tokenizers.Tokenizer`` -> ``transformers.BertTokenizer`` with [CLS]/[SEP] templates."""
+    ids = [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS]
+    if ids != list(range(len(SPECIAL_TOKENS))):
+        raise ValueError(f"special tokens {SPECIAL_TOKENS} must have ids 0..4, got {ids}")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids[2]), ("[SEP]", ids[3])])
+    return BertTokenizer(
+        tokenizer_object=tokenizer, do_lower_case=lowercase, strip_accents=lowercase,
+        model_max_length=model_max_length, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]")
+
+
+def train_wordpiece(texts: Iterable[str] | datasets.Dataset, *, vocab_size: int = 8192, lowercase: bool = True,
+                    min_frequency: int = 2, model_max_length: int = 128, batch_size: int = 1000,
+                    show_progress: bool = True) -> PreTrainedTokenizerBase:
+    """Train a WordPiece vocabulary on sentences (a Dataset with a ``sentences`` column, or strings)."""
+    TokenizerArgs(vocab_size=vocab_size, model_max_length=model_max_length)  # validates the numbers
+    if isinstance(texts, datasets.Dataset):
+        stream, total = _dataset_texts(texts, batch_size)
+    else:
+        stream, total = iter(texts), (len(texts) if hasattr(texts, "__len__") else None)
+    tokenizer = bert_wordpiece_pipeline(lowercase)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+        continuing_subword_prefix="##", limit_alphabet=1000, show_progress=show_progress)
+    tokenizer.train_from_iterator(_chunks(stream, batch_size), trainer=trainer, length=total)
+    if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS):
+        raise ValueError("the tokenizer learned no vocabulary: the training text is empty")
+    return wrap_bert_tokenizer(tokenizer, lowercase, model_max_length)
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> Path:
+    """``save_pretrained`` plus a ``vocab.txt`` (one token per line, in id order)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    if [i for _, i in vocab] != list(range(len(vocab))):
+        raise ValueError("vocabulary ids are not consecutive; cannot write vocab.txt")
+    (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    return folder
+
+
+def load_tokenizer(folder: str | Path, model_max_length: int | None = None) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained`` on a local folder, with a clear error when it is not one."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"tokenizer folder not found: {folder}")
+    if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        raise ValueError(f"{folder} holds no tokenizer (no tokenizer.json, tokenizer_config.json or vocab.txt); "
+                         "train one with recipes/train_tokenizer.py")
+    kwargs = {} if model_max_length is None else {"model_max_length": model_max_length}
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+    if tokenizer.model_max_length > 1_000_000:
+        raise ValueError(f"{folder}: model_max_length is unset ({tokenizer.model_max_length}); "
+                         "pass model_max_length")
+    return tokenizer
+
+
+def get_or_train_tokenizer(tokenizer_path: str | None, documents: datasets.Dataset | None,
+                           **train_kwargs) -> PreTrainedTokenizerBase:
+    """Reuse the tokenizer at ``tokenizer_path`` if given, else train one on the documents' sentences."""
+    if tokenizer_path:
+        return load_tokenizer(tokenizer_path, train_kwargs.get("model_max_length"))
+    if documents is None:
+        raise ValueError("no tokenizer path and no documents to train one on")
+    return train_wordpiece(documents, **train_kwargs)

@@ -1,0 +1,96 @@
+"""Pretrain BERT (masked language model + next sentence prediction) on raw text.
+
+    accelerate launch recipes/bert_mlm.py [--config recipes/configs/bert_tiny.yaml] [--flag value ...]
+
+With no arguments: a tiny BERT on the embedded Jane Austen corpus, a few minutes on a CPU.
+Sections follow transformers' *_no_trainer.py order: args, Accelerator, seed -> data (main process
+first) -> collator -> model -> fit -> save a folder every Auto* class loads (-> optional Hub upload).
+"""
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hfssl.config import parse
+from hfssl.evaluation import mlm_eval_step, mlm_summary, premask
+from hfssl.hub import HubArgs, ModelCardInfo, push_folder, save_model_folder
+from hfssl.methods.bert import BertModelArgs, BertPretrainer, bert_config
+from hfssl.text.corpus import CorpusArgs, load_corpus
+from hfssl.text.masking import MaskingArgs, MLMCollator
+from hfssl.text.nsp import InstanceBuilder, NSPArgs, format_stats
+from hfssl.text.tokenizer import TokenizerArgs, get_or_train_tokenizer, save_tokenizer
+from hfssl.train import TrainArgs, fit, make_accelerator
+
+
+@dataclass
+class EvalSplitArgs:
+    eval_fraction: float = field(default=0.05, metadata={"help": "Fraction of documents held out for evaluation "
+                                                                  "(0: no evaluation)."})
+
+
+def main(argv=None):
+    corpus_args, tok_args, nsp_args, mask_args, model_args, train_args, hub_args, split_args = parse(
+        CorpusArgs, TokenizerArgs, NSPArgs, MaskingArgs, BertModelArgs, TrainArgs, HubArgs, EvalSplitArgs,
+        args=argv)
+    accelerator = make_accelerator(train_args)
+    out = Path(train_args.output_dir)
+
+    # Data: documents -> held-out split by document -> tokenizer (trained on the training split only,
+    # saved once by the main process and reused by the others and on --resume) -> sentence pairs.
+    with accelerator.main_process_first():
+        documents, report = load_corpus(corpus_args)
+        accelerator.print(report)
+        if len(documents) < 2 and split_args.eval_fraction > 0:
+            raise SystemExit(f"the corpus has {len(documents)} document: hold-out evaluation needs at least 2 "
+                             "(set --document_separator, give more files, or --eval_fraction 0)")
+        split = (documents.train_test_split(test_size=split_args.eval_fraction, seed=train_args.seed)
+                 if split_args.eval_fraction > 0 else {"train": documents, "test": None})
+        saved_tokenizer = out / "tokenizer"
+        tokenizer = get_or_train_tokenizer(
+            tok_args.tokenizer_name_or_path or (str(saved_tokenizer) if saved_tokenizer.is_dir() else None),
+            split["train"], vocab_size=tok_args.vocab_size, lowercase=tok_args.lowercase,
+            min_frequency=tok_args.min_frequency, model_max_length=nsp_args.max_seq_length)
+        if accelerator.is_main_process and not saved_tokenizer.is_dir():
+            save_tokenizer(tokenizer, saved_tokenizer)
+        train_pairs = InstanceBuilder.from_documents(split["train"], tokenizer, nsp_args, seed=train_args.seed)
+        eval_instances = split["test"] and InstanceBuilder.from_documents(
+            split["test"], tokenizer, nsp_args, seed=train_args.seed + 1).for_epoch(0)
+        accelerator.print(f"train: {format_stats(train_pairs.stats(train_pairs.for_epoch(0)))}")
+    if eval_instances is not None:
+        accelerator.print(f"eval:  {format_stats(train_pairs.stats(eval_instances))}")
+
+    # Padding happens in the loader; masking happens in the loop with a per-step generator (exact resume).
+    collator = MLMCollator.from_args(tokenizer, mask_args)
+    if eval_instances is not None:
+        with accelerator.main_process_first():
+            eval_instances = premask(eval_instances, collator, seed=train_args.seed)
+    model = BertPretrainer(bert_config(model_args, len(tokenizer), tokenizer.pad_token_id), nsp=nsp_args.nsp)
+    accelerator.print(f"model: {model_args.preset}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+                      f"parameters, vocabulary {len(tokenizer)}")
+
+    result = fit(accelerator, model, train_args, train_data=train_pairs.for_epoch, collate_fn=collator.pad,
+                 transform=collator.mask, eval_data=eval_instances, eval_step=mlm_eval_step(),
+                 eval_summary=mlm_summary)
+
+    if accelerator.is_main_process:
+        card = ModelCardInfo(
+            model_name=hub_args.hub_model_id or out.name, method="bert-mlm-nsp" if nsp_args.nsp else "bert-mlm",
+            base_model_type="bert", tags=["bert", "fill-mask", "pretraining"], pipeline_tag="fill-mask",
+            datasets_description=f"{corpus_args.corpus or 'embedded Jane Austen novels (public domain)'}; {report}",
+            hyperparameters={**asdict(model_args), **asdict(nsp_args), **asdict(mask_args), **asdict(train_args),
+                             "vocab_size": len(tokenizer)},
+            metrics={**result.eval_metrics, "steps": result.step})
+        folder = save_model_folder(result.model.model, out / "model", tokenizer=tokenizer, card=card,
+                                   overwrite=train_args.overwrite_output_dir or train_args.resume,
+                                   secrets=[hub_args.hub_token] if hub_args.hub_token else ())
+        print(f"saved the pretrained model to {folder} (load it with AutoModelForMaskedLM / "
+              f"AutoModelForSequenceClassification.from_pretrained('{folder}'))")
+        if hub_args.push_to_hub:
+            try:
+                url = push_folder(folder, hub_args.hub_model_id, token=hub_args.hub_token, private=hub_args.hub_private)
+            except RuntimeError as err:  # the local folder is saved; say so and how to retry
+                raise SystemExit(str(err)) from None
+            print(f"pushed to {url}")
+
+
+if __name__ == "__main__":
+    main()

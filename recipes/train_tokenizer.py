@@ -1,0 +1,51 @@
+"""Train a BERT WordPiece tokenizer on a corpus and save a folder that AutoTokenizer loads.
+
+    python recipes/train_tokenizer.py --config recipes/configs/train_tokenizer.yaml
+    python recipes/train_tokenizer.py --corpus ../shared/data/text/austen --output_dir runs/tok --vocab_size 8192
+
+With no --corpus it trains on the embedded Jane Austen novels (one document per chapter).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from hfssl.config import parse  # noqa: E402
+from hfssl.text.corpus import CorpusArgs, load_corpus  # noqa: E402
+from hfssl.text.tokenizer import TokenizerArgs, save_tokenizer, train_wordpiece  # noqa: E402
+
+
+@dataclass
+class OutputArgs:
+    output_dir: str = field(default="runs/tokenizer", metadata={"help": "Folder to write the tokenizer to."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
+
+
+def main(argv: list[str] | None = None) -> Path:
+    corpus_args, tok_args, out_args = parse(CorpusArgs, TokenizerArgs, OutputArgs, args=argv)
+    output_dir = Path(out_args.output_dir)
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not out_args.overwrite_output_dir:
+        sys.exit(f"error: {output_dir} is not empty; pass --overwrite_output_dir or choose another --output_dir")
+    if tok_args.tokenizer_name_or_path:
+        sys.exit("error: --tokenizer_name_or_path names a tokenizer to reuse; this recipe trains a new one")
+
+    # Corpus: raw files -> documents of sentences (cached by datasets), with a report of what was read.
+    documents, report = load_corpus(corpus_args)
+    print(report, flush=True)
+
+    # WordPiece vocabulary trained on the sentences, wrapped as a transformers BertTokenizer.
+    tokenizer = train_wordpiece(documents, vocab_size=tok_args.vocab_size, lowercase=tok_args.lowercase,
+                                min_frequency=tok_args.min_frequency, model_max_length=tok_args.model_max_length)
+
+    save_tokenizer(tokenizer, output_dir)
+    print(f"saved a {len(tokenizer)}-token {type(tokenizer).__name__} to {output_dir} "
+          f"(load with AutoTokenizer.from_pretrained({str(output_dir)!r}))")
+    return output_dir
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""NSP instances against a pure-Python port of Google's algorithm and exhaustive invariants.
+
+Most corpora here are built directly as ``tokens``, with every token id unique in the corpus
+(id = 5 + global position), so any token says which document and position it came from.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from hfssl.text import nsp
+
+CLS, SEP = 2, 3
+FIRST_ID = 5  # ids 0..4 are the special tokens
+
+
+def make_corpus(lengths: list[list[int]]) -> Dataset:
+    """Documents of sentences with the given token counts; token id = FIRST_ID + global position."""
+    docs, k = [], FIRST_ID
+    for doc in lengths:
+        starts = np.cumsum([k] + doc)
+        docs.append([list(range(a, a + n)) for a, n in zip(starts, doc)])
+        k = int(starts[-1])
+    return Dataset.from_dict({"tokens": docs})
+
+
+def random_lengths(seed: int, docs: int, max_sentences: int = 30, max_len: int = 40) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randint(1, max_len) for _ in range(rng.randint(1, max_sentences))] for _ in range(docs)]
+
+
+# ------------------------------------------------------------------ Google's algorithm, ported
+def google_document(all_documents, document_index, max_seq_length, short_seq_prob, rng,
+                    random_next_prob=0.5, balance=False, debt=None):
+    """create_pretraining_data.create_instances_from_document (google-research/bert), list by list.
+
+    Two documented changes: after 10 failed tries at another document take the next one, and the
+    optional balance debt (``debt`` a one-element list)."""
+    document = all_documents[document_index]
+    max_num_tokens = max_seq_length - 3
+    target_seq_length = max_num_tokens
+    if rng.random() < short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+    instances, current_chunk, current_length, i = [], [], 0, 0
+    while i < len(document):
+        segment = document[i]
+        current_chunk.append(segment)
+        current_length += len(segment)
+        if i == len(document) - 1 or current_length >= target_seq_length:
+            a_end = 1
+            if len(current_chunk) >= 2:
+                a_end = rng.randint(1, len(current_chunk) - 1)
+            tokens_a = [t for seg in current_chunk[:a_end] for t in seg]
+            tokens_b = []
+            if len(current_chunk) == 1:
+                is_random_next = True
+                if balance:
+                    debt[0] += 1 - random_next_prob
+            else:
+                is_random_next = rng.random() < random_next_prob
+                if balance and is_random_next and debt[0] >= 0.5:
+                    is_random_next, debt[0] = False, debt[0] - 1
+            if is_random_next:
+                target_b_length = target_seq_length - len(tokens_a)
+                for _ in range(10):
+                    random_document_index = rng.randint(0, len(all_documents) - 1)
+                    if random_document_index != document_index:
+                        break
+                if random_document_index == document_index:
+                    random_document_index = (random_document_index + 1) % len(all_documents)
+                random_document = all_documents[random_document_index]
+                random_start = rng.randint(0, len(random_document) - 1)
+                for j in range(random_start, len(random_document)):
+                    tokens_b.extend(random_document[j])
+                    if len(tokens_b) >= target_b_length:
+                        break
+                i -= len(current_chunk) - a_end
+            else:
+                tokens_b = [t for seg in current_chunk[a_end:] for t in seg]
+            while len(tokens_a) + len(tokens_b) > max_num_tokens:  # truncate_seq_pair
+                trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+                if rng.random() < 0.5:
+                    del trunc_tokens[0]
+                else:
+                    trunc_tokens.pop()
+            instances.append((tokens_a, tokens_b, int(is_random_next)))
+            current_chunk, current_length = [], 0
+        i += 1
+    return instances
+
+
+def non_empty(corpus: Dataset) -> list[list[list[int]]]:
+    docs = [[s for s in doc if s] for doc in corpus["tokens"]]
+    return [d for d in docs if d]
+
+
+@pytest.mark.parametrize("balance", [False, True])
+@pytest.mark.parametrize("seed,max_seq_length,short_seq_prob", [(0, 32, 0.0), (1, 24, 0.5), (2, 64, 0.1)])
+def test_matches_google_port(balance, seed, max_seq_length, short_seq_prob):
+    lengths = random_lengths(seed, docs=12, max_len=20)
+    lengths[3] = [0, 4, 0]  # empty sentences are dropped, as Google
+    lengths.insert(5, [0])  # an empty document is skipped
+    corpus = make_corpus(lengths)
+    flat = nsp._Corpus(corpus)
+    documents = non_empty(corpus)
+    ours, theirs = random.Random(seed), random.Random(seed)
+    debt_ours, debt_theirs = [0.0], [0.0]
+    for rank, doc in enumerate(flat.docs):
+        found = []
+        nsp._pair_instances(flat, int(doc), ours, found, debt_ours, max_num_tokens=max_seq_length - 3,
+                            short_seq_prob=short_seq_prob, random_next_prob=0.5, balance=balance)
+        got = [(flat.tokens[a:b].tolist(), flat.tokens[c:d].tolist(), label) for a, b, c, d, label in found]
+        assert got == google_document(documents, rank, max_seq_length, short_seq_prob, theirs,
+                                      balance=balance, debt=debt_theirs)
+
+
+# ------------------------------------------------------------------ invariants on whole builds
+def where(token: int, bounds: np.ndarray) -> int:
+    """Document of a token id."""
+    return int(np.searchsorted(bounds, token - FIRST_ID, side="right") - 1)
+
+
+def check_pairs(instances: Dataset, lengths: list[list[int]], max_seq_length: int):
+    doc_bounds = np.cumsum([0] + [sum(d) for d in lengths])
+    sentence_starts = {FIRST_ID + s for s in np.cumsum([0] + [n for d in lengths for n in d])[:-1]}
+    for row in instances:
+        ids, types, label = row["input_ids"], row["token_type_ids"], row["next_sentence_label"]
+        assert len(ids) <= max_seq_length
+        assert ids[0] == CLS and ids[-1] == SEP and ids.count(SEP) == 2 and ids.count(CLS) == 1
+        first_sep = ids.index(SEP)
+        a, b = ids[1:first_sep], ids[first_sep + 1:-1]
+        assert a and b
+        assert types == [0] * (first_sep + 1) + [1] * (len(b) + 1)
+        for seg in (a, b):  # each segment is one contiguous slice of one document
+            assert seg == list(range(seg[0], seg[0] + len(seg)))
+            assert where(seg[0], doc_bounds) == where(seg[-1], doc_bounds)
+        if label == 0:  # B follows A in the same document, from the sentence after A's last one
+            assert where(a[0], doc_bounds) == where(b[0], doc_bounds) and b[0] > a[-1]
+            assert any(a[-1] + 1 <= s <= b[0] for s in sentence_starts)
+        else:
+            assert label == 1 and where(a[0], doc_bounds) != where(b[0], doc_bounds)
+
+
+def test_pair_invariants_and_stats():
+    lengths = random_lengths(3, docs=150, max_len=30)
+    instances = nsp.build_instances(make_corpus(lengths), cls_id=CLS, sep_id=SEP, max_seq_length=48,
+                                    short_seq_prob=0.2, seed=1, num_proc=1)
+    assert instances.column_names == ["input_ids", "token_type_ids", "next_sentence_label"]
+    check_pairs(instances, lengths, 48)
+    stats = nsp.instance_stats(instances, 48)
+    rows = instances["input_ids"]
+    assert stats["instances"] == len(rows) > 500
+    assert stats["random_next_fraction"] == pytest.approx(np.mean(instances["next_sentence_label"]))
+    assert stats["mean_tokens"] == pytest.approx(np.mean([len(r) for r in rows]))
+    assert stats["padding_fraction"] == pytest.approx(1 - sum(map(len, rows)) / (48 * len(rows)))
+
+
+def test_every_sentence_used_once_when_nothing_is_truncated():
+    # sentences of 5 tokens and a target of 125 = 25 sentences: chunks and random Bs end exactly at
+    # the target, so nothing is truncated, and put-back must use every sentence exactly once
+    lengths = [[5] * random.Random(d).randint(1, 60) for d in range(100)]
+    instances = nsp.build_instances(make_corpus(lengths), cls_id=CLS, sep_id=SEP, max_seq_length=128,
+                                    short_seq_prob=0.0, seed=4, num_proc=1)
+    check_pairs(instances, lengths, 128)
+    doc_bounds = np.cumsum([0] + [sum(d) for d in lengths])
+    used: list[int] = []
+    for row in instances:
+        ids = row["input_ids"]
+        first_sep = ids.index(SEP)
+        used += ids[1:first_sep] + (ids[first_sep + 1:-1] if row["next_sentence_label"] == 0 else [])
+        assert where(ids[1], doc_bounds) == where(ids[first_sep - 1], doc_bounds)
+    assert sorted(used) == list(range(FIRST_ID, FIRST_ID + int(doc_bounds[-1])))
+
+
+def test_random_next_fraction_is_balanced():
+    # many short documents and long sentences: lots of one-sentence chunks forced to a random B
+    lengths = random_lengths(5, docs=2500, max_sentences=12, max_len=60)
+    corpus = make_corpus(lengths)
+    instances = nsp.build_instances(corpus, cls_id=CLS, sep_id=SEP, max_seq_length=64, seed=0, num_proc=1)
+    labels = np.array(instances["next_sentence_label"])
+    assert len(labels) > 8000  # binomial sd < 0.0056: the bound is > 3.5 sd
+    assert abs(labels.mean() - 0.5) < 0.02
+    unbalanced, rng, documents = [], random.Random(0), non_empty(corpus)
+    for rank in range(len(documents)):
+        unbalanced += [label for *_, label in google_document(documents, rank, 64, 0.1, rng)]
+    assert np.mean(unbalanced) > 0.56  # Google's rule on the same corpus: the fix is needed here
+    skewed = nsp.build_instances(corpus, cls_id=CLS, sep_id=SEP, max_seq_length=64, random_next_prob=0.7,
+                                 num_proc=1)
+    assert abs(np.mean(skewed["next_sentence_label"]) - 0.7) < 0.02
+
+
+def test_deterministic_across_num_proc_and_new_per_epoch():
+    corpus = make_corpus(random_lengths(6, docs=3 * nsp.BLOCK_DOCS + 5, max_sentences=8))  # 4 blocks
+    kwargs = dict(cls_id=CLS, sep_id=SEP, max_seq_length=40, seed=7)
+    one = nsp.build_instances(corpus, num_proc=1, **kwargs)
+    two = nsp.build_instances(corpus, num_proc=2, **kwargs)
+    assert one.to_dict() == two.to_dict()
+    assert one.to_dict() == nsp.build_instances(corpus, num_proc=1, **kwargs).to_dict()
+    assert nsp.build_instances(corpus, num_proc=1, epoch=1, **kwargs)["input_ids"] != one["input_ids"]
+    assert nsp.build_instances(corpus, num_proc=1, **{**kwargs, "seed": 8})["input_ids"] != one["input_ids"]
+
+
+def test_second_build_is_served_from_cache(tmp_path, monkeypatch):
+    make_corpus(random_lengths(7, docs=20)).save_to_disk(tmp_path / "docs")
+    from datasets import load_from_disk
+
+    corpus = load_from_disk(tmp_path / "docs")  # file-backed, so map results are cached beside it
+    kwargs = dict(cls_id=CLS, sep_id=SEP, max_seq_length=40, seed=3, num_proc=1)
+    first = nsp.build_instances(corpus, **kwargs)
+    assert first.cache_files and "nsp-instances-" in first.cache_files[0]["filename"]
+
+    def fail(*args, **kw):
+        raise AssertionError("recomputed instead of reading the cache")
+
+    monkeypatch.setattr(nsp, "_build_blocks", fail)
+    again = nsp.build_instances(corpus, **kwargs)
+    assert again.cache_files == first.cache_files and again.to_dict() == first.to_dict()
+    with pytest.raises(AssertionError, match="recomputed"):
+        nsp.build_instances(corpus, **{**kwargs, "epoch": 1})  # another epoch is another cache entry
+
+
+def test_single_segments_without_nsp():
+    lengths = random_lengths(8, docs=40, max_len=50)
+    lengths[0] = [3, 90, 2]  # a sentence longer than the target is cut, not dropped
+    instances = nsp.build_instances(make_corpus(lengths), cls_id=CLS, sep_id=SEP, max_seq_length=34,
+                                    short_seq_prob=0.3, nsp=False, seed=2, num_proc=1)
+    assert instances.column_names == ["input_ids", "token_type_ids"]
+    body: list[int] = []
+    for row in instances:
+        ids = row["input_ids"]
+        assert len(ids) <= 34 and ids[0] == CLS and ids[-1] == SEP and row["token_type_ids"] == [0] * len(ids)
+        assert ids[1:-1] == list(range(ids[1], ids[1] + len(ids) - 2))  # contiguous
+        body += ids[1:-1]
+    total = sum(map(sum, lengths))
+    assert body == list(range(FIRST_ID, FIRST_ID + total))  # every token once, documents in order
+    doc_bounds = np.cumsum([0] + [sum(d) for d in lengths])
+    for row in instances:  # never across documents
+        assert where(row["input_ids"][1], doc_bounds) == where(row["input_ids"][-2], doc_bounds)
+    assert nsp.instance_stats(instances, 34)["random_next_fraction"] is None
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="at least 2 non-empty documents"):
+        nsp.build_instances(make_corpus([[3, 4], [0]]), cls_id=CLS, sep_id=SEP, num_proc=1)
+    with pytest.raises(ValueError, match="no tokens"):
+        nsp.build_instances(make_corpus([[0], []]), cls_id=CLS, sep_id=SEP, nsp=False, num_proc=1)
+    with pytest.raises(ValueError, match="tokenize_documents"):
+        nsp.build_instances(Dataset.from_dict({"sentences": [["a"]]}), cls_id=CLS, sep_id=SEP)
+    with pytest.raises(ValueError, match="max_seq_length"):
+        nsp.NSPArgs(max_seq_length=4)
+    with pytest.raises(ValueError, match="random_next_prob"):
+        nsp.NSPArgs(random_next_prob=1.5)
+    nsp.NSPArgs(max_seq_length=3, nsp=False)
+
+
+# ------------------------------------------------------------------ tokenization
+TEXTS = [
+    ["Emma Woodhouse, handsome, clever, and rich, seemed to unite some of the best blessings.",
+     "She was the youngest of the two daughters of a most affectionate, indulgent father."],
+    ["Café naïve résumé  double  spaces\tand\ttabs", "new\nline ﬁ ²", "中文字符 mixed中文 😀 emoji",
+     "ctrl\x00\x1c\x85chars here", "form\x0cfeed and\x0bvt", "[MASK] inside x[SEP]y", "", " ", "\u00a0nbsp\u3000ideo", "x" * 130 + " y"],
+    [],
+    ["Mr. Knightley, a sensible man about seven or eight-and-thirty, was a very old and intimate friend."],
+]
+
+
+@pytest.fixture(scope="module")
+def bert_tokenizer():
+    from hfssl.text.tokenizer import train_wordpiece
+
+    sentences = [s for doc in TEXTS for s in doc] * 20
+    return train_wordpiece(sentences, vocab_size=300, show_progress=False)
+
+
+def byte_level_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([s for doc in TEXTS for s in doc] * 10,
+                            trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"], show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, cls_token="<s>", sep_token="</s>")
+
+
+@pytest.mark.parametrize("kind", ["bert", "byte_level"])
+def test_tokenize_documents_matches_the_tokenizer(kind, bert_tokenizer):
+    tok = bert_tokenizer if kind == "bert" else byte_level_tokenizer()
+    assert nsp._Encoder(tok).by_word == (kind == "bert")  # both encoding paths are exercised
+    tok.backend_tokenizer.enable_truncation(8)  # the caller's settings must not leak into the ids
+    documents = Dataset.from_dict({"sentences": TEXTS, "title": ["a", "b", "c", "d"]})
+    tokenized = nsp.tokenize_documents(documents, tok, num_proc=1)
+    tok.backend_tokenizer.no_truncation()
+    assert tokenized.column_names == ["sentences", "title", "tokens"] and tokenized["title"] == list("abcd")
+    expected = [[tok(s, add_special_tokens=False)["input_ids"] for s in doc] for doc in TEXTS]
+    assert tokenized["tokens"] == expected
+    assert any(len(s) > 8 for doc in expected for s in doc)
+    if kind == "bert":  # two worker processes give the same column
+        assert nsp.tokenize_documents(documents, tok, num_proc=2)["tokens"] == expected
+
+
+def test_instance_builder_end_to_end(bert_tokenizer):
+    documents = Dataset.from_dict({"sentences": [doc for doc in TEXTS if doc] * 3})
+    args = nsp.NSPArgs(max_seq_length=24, preprocessing_num_proc=1)
+    builder = nsp.InstanceBuilder.from_documents(documents, bert_tokenizer, args, seed=5)
+    epoch0 = builder.for_epoch(0)
+    assert epoch0.to_dict() == builder.for_epoch(0).to_dict()
+    assert epoch0["input_ids"] != builder.for_epoch(1)["input_ids"]
+    assert all(r[0] == bert_tokenizer.cls_token_id and len(r) <= 24 for r in epoch0["input_ids"])
+    corpus = builder.corpus_stats()
+    assert corpus["empty_sentences_dropped"] == 3 * 2 and corpus["documents_used"] == 9
+    assert builder.stats(epoch0)["instances"] == len(epoch0)

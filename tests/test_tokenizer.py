@@ -1,0 +1,144 @@
+"""hfssl.text.tokenizer: WordPiece training checked against transformers' reference BERT tokenizers."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import datasets
+import pytest
+from transformers import AutoTokenizer, BertTokenizer
+from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
+from hfssl.text.tokenizer import (
+    SPECIAL_TOKENS,
+    TokenizerArgs,
+    get_or_train_tokenizer,
+    load_tokenizer,
+    save_tokenizer,
+    train_wordpiece,
+)
+
+WORDS = ("the quick brown fox jumps over lazy dog Emma Woodhouse handsome clever rich comfortable home "
+         "happy disposition seemed unite blessings existence lived nearly twenty years world little "
+         "distress vex her Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u4e2d\u6587 Mr Knightley sighed").split()
+
+
+def corpus(n: int = 400, seed: int = 0) -> list[str]:
+    """Deterministic sentences: real words plus random letter strings (so there is plenty to merge)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) if rng.random() < 0.7 else
+                 "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
+                 for _ in range(rng.randint(4, 12))]
+        out.append(" ".join(words) + rng.choice([".", "!", "?", ", said he."]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def uncased():
+    return train_wordpiece(corpus(), vocab_size=300, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def cased():
+    return train_wordpiece(corpus(), vocab_size=300, lowercase=False, show_progress=False)
+
+
+PAIRS = [("Emma Woodhouse, handsome!", "Mr. Knightley sighed."), ("The CAF\u00c9 is na\u00efve.", "\u4e2d\u6587 ok"),
+         ("xyzzy qwrtp", "unseen \u2603 symbol"), ("a", "b")]
+
+
+def test_special_tokens_and_vocab_size(uncased):
+    assert [uncased.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert (uncased.pad_token_id, uncased.unk_token_id, uncased.cls_token_id, uncased.sep_token_id,
+            uncased.mask_token_id) == (0, 1, 2, 3, 4)
+    assert len(uncased) == 300 and len(uncased.get_vocab()) == 300
+    assert any(t.startswith("##") for t in uncased.get_vocab())
+    small = train_wordpiece(corpus(), vocab_size=120, show_progress=False)
+    assert len(small) == 120
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_saved_folder_matches_the_reference_bert_tokenizer(tmp_path, uncased, cased, lowercase):
+    tokenizer = uncased if lowercase else cased
+    folder = save_tokenizer(tokenizer, tmp_path / "tok")
+    loaded = AutoTokenizer.from_pretrained(str(folder))
+    assert type(loaded).__name__ == "BertTokenizer"
+    assert loaded.model_max_length == 128 and loaded.do_lower_case is lowercase
+    vocab_lines = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert vocab_lines == sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
+    # the original pure-Python BERT tokenizer, built from vocab.txt alone
+    reference = BertTokenizerLegacy(vocab_file=str(folder / "vocab.txt"), do_lower_case=lowercase)
+    for a, b in PAIRS:
+        encoded = loaded(a, b)
+        ids_a = reference.convert_tokens_to_ids(reference.tokenize(a))
+        ids_b = reference.convert_tokens_to_ids(reference.tokenize(b))
+        assert encoded["input_ids"] == [2, *ids_a, 3, *ids_b, 3]
+        assert encoded["token_type_ids"] == [0] * (len(ids_a) + 2) + [1] * (len(ids_b) + 1)
+        assert loaded(a)["input_ids"] == [2, *ids_a, 3]
+        assert tokenizer(a, b)["input_ids"] == encoded["input_ids"]  # the in-memory one agrees
+    # transformers' own BertTokenizer from the written vocabulary agrees too
+    from_vocab = BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=lowercase)
+    assert all(from_vocab(a, b)["input_ids"] == loaded(a, b)["input_ids"] for a, b in PAIRS)
+
+
+def test_pair_layout_by_token():
+    tokenizer = train_wordpiece(["a b c a b c"] * 5, vocab_size=50, show_progress=False)
+    encoded = tokenizer("a", "b")
+    assert tokenizer.convert_ids_to_tokens(encoded["input_ids"]) == ["[CLS]", "a", "[SEP]", "b", "[SEP]"]
+    assert encoded["token_type_ids"] == [0, 0, 0, 1, 1]
+
+
+def test_lowercase_on_and_off(uncased, cased):
+    assert uncased("HANDSOME Caf\u00e9")["input_ids"] == uncased("handsome cafe")["input_ids"]
+    assert cased("HANDSOME")["input_ids"] != cased("handsome")["input_ids"]
+    assert "Emma" in cased.get_vocab() and "Emma" not in uncased.get_vocab()
+    assert cased.tokenize("Emma") == ["Emma"] and uncased.tokenize("Emma") == ["emma"]
+
+
+def test_wordpieces_decode_back(uncased):
+    text = "the quick brownish foxes jumped over qwzx lazily"
+    tokens = uncased.tokenize(text)
+    assert any(t.startswith("##") for t in tokens) and "[UNK]" not in tokens
+    assert uncased.decode(uncased(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_every_sentence_of_a_dataset_reaches_the_trainer():
+    # With room to spare, WordPiece keeps merging while a pair occurs >= min_frequency times, so every
+    # word seen at least twice ends up whole in the vocabulary. (Ties make the exact ids vary from run
+    # to run: huggingface/tokenizers#1794, so vocabularies are not compared id for id.)
+    sentences = [s.lower().replace(",", "") for s in corpus(300, seed=1)]
+    sentences[0] += " firstmarker firstmarker"
+    sentences[-1] += " lastmarker lastmarker"
+    documents = datasets.Dataset.from_dict({"sentences": [sentences[i:i + 7] for i in range(0, 300, 7)]})
+    counts = Counter(w for s in sentences for w in s.rstrip(".!?").split() if all(c.isascii() for c in w))
+    expected = {w for w, c in counts.items() if c >= 2}
+    assert {"firstmarker", "lastmarker"} <= expected
+    for texts in (documents, sentences):
+        vocab = train_wordpiece(texts, vocab_size=20_000, batch_size=16, show_progress=False).get_vocab()
+        assert expected <= set(vocab), sorted(expected - set(vocab))[:10]
+
+
+def test_get_or_train_and_load_errors(tmp_path, uncased):
+    folder = save_tokenizer(uncased, tmp_path / "tok")
+    reused = get_or_train_tokenizer(str(folder), None, model_max_length=64)
+    assert reused.get_vocab() == uncased.get_vocab() and reused.model_max_length == 64
+    documents = datasets.Dataset.from_dict({"sentences": [corpus(50)]})
+    trained = get_or_train_tokenizer(None, documents, vocab_size=100, show_progress=False)
+    assert len(trained) == 100
+    with pytest.raises(FileNotFoundError, match="missing_tok"):
+        load_tokenizer(tmp_path / "missing_tok")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        load_tokenizer(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no tokenizer path"):
+        get_or_train_tokenizer(None, None)
+
+
+def test_tokenizer_args_validation():
+    with pytest.raises(ValueError, match="vocab_size"):
+        TokenizerArgs(vocab_size=5)
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_wordpiece(["a b"], vocab_size=3, show_progress=False)
