@@ -175,12 +175,15 @@ def fit(
     eval_step: Callable | None = None,
     eval_summary: Callable = lambda totals: totals,
     on_step_end: Callable | None = None,
+    on_evaluate: Callable | None = None,
 ) -> FitResult:
     """Train ``model`` (forward returns ``.loss``) for ``args.max_steps`` or ``args.num_epochs``.
 
     ``train_data`` is a Dataset, or a function ``epoch -> Dataset`` for data redrawn every epoch (NSP pairs).
     ``transform(batch, generator)`` runs on each collated batch before forward (e.g. MLM masking).
     ``on_step_end(model, step, total_steps)`` runs after each optimizer step on the unwrapped model.
+    ``on_evaluate(model, step, metrics)`` runs after each evaluation on every process (e.g. to save
+    reconstruction pictures or log extra figures; guard file writes with ``accelerator.is_main_process``).
     """
     out, main = Path(args.output_dir), accelerator.is_main_process
     epoch_data = train_data if callable(train_data) else (lambda epoch: train_data)
@@ -221,6 +224,8 @@ def fit(
         metrics = evaluate(accelerator, unwrapped, eval_loader, eval_step, eval_summary, args.seed)
         metrics = {f"eval_{k}": v for k, v in metrics.items()}
         logger.log(metrics, state["step"])
+        if on_evaluate is not None:
+            on_evaluate(unwrapped, state["step"], metrics)
         accelerator.print(f"step {state['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         return metrics
 

@@ -129,3 +129,30 @@ def test_evaluation_is_exact_across_process_counts(corpus, tmp_path):
         metrics.append(next(x for x in lines if "eval_mlm_loss" in x))
     for key in ("eval_examples", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_loss", "eval_nsp_accuracy"):
         assert metrics[0][key] == pytest.approx(metrics[1][key], rel=1e-6, abs=1e-9), key
+
+
+def test_resume_from_a_checkpoint_reaches_the_same_model(corpus, tmp_path):
+    """Run 6 steps with checkpoints at 3 and 6; drop step 6 and the model as if killed after step 3;
+    --resume then ends with exactly the weights of the uninterrupted run (tied embeddings included)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    args = ["--corpus", str(corpus), "--output_dir", str(out), *SMALL, "--max_steps", "6", "--save_steps", "3",
+            "--hidden_dropout_prob", "0.1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes/bert_mlm.py"), *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    straight = load_file(out / "model/model.safetensors")
+    import shutil
+
+    shutil.rmtree(out / "checkpoints/step-6")
+    shutil.rmtree(out / "model")
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes/bert_mlm.py"), *args, "--resume"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "resumed from" in proc.stdout and "step-3" in proc.stdout
+    resumed = load_file(out / "model/model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
