@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from hfssl.text import nsp
+from hfssl.text import encode, nsp
 
 CLS, SEP = 2, 3
 FIRST_ID = 5  # ids 0..4 are the special tokens
@@ -291,7 +291,7 @@ def byte_level_tokenizer():
 @pytest.mark.parametrize("kind", ["bert", "byte_level"])
 def test_tokenize_documents_matches_the_tokenizer(kind, bert_tokenizer):
     tok = bert_tokenizer if kind == "bert" else byte_level_tokenizer()
-    assert nsp._Encoder(tok).by_word == (kind == "bert")  # both encoding paths are exercised
+    assert encode._Encoder(tok).by_word == (kind == "bert")  # both encoding paths are exercised
     tok.backend_tokenizer.enable_truncation(8)  # the caller's settings must not leak into the ids
     documents = Dataset.from_dict({"sentences": TEXTS, "title": ["a", "b", "c", "d"]})
     tokenized = nsp.tokenize_documents(documents, tok, num_proc=1)
