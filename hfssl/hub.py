@@ -11,7 +11,6 @@ for known tokens before the folder is published or pushed.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
@@ -19,25 +18,25 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import huggingface_hub
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub import HfApi
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from hfssl.card import (  # noqa: F401  (re-exported: the card API lives beside the export)
+    _REDACTED,
+    ModelCardInfo,
+    _assert_no_secrets,
+    _known_secrets,
+    render_model_card,
+    write_model_card,
+)
 
 logger = logging.getLogger(__name__)
 
 _SECRET_KEY = re.compile(r"token|secret|password", re.IGNORECASE)
 _TEXT_SUFFIXES = {".json", ".md", ".txt", ".yaml", ".yml", ".jinja", ".py"}
-_REDACTED = "<redacted>"
-_METHOD_TEXT = {
-    "bert-mlm-nsp": "masked language modelling and next sentence prediction "
-    "([Devlin et al., 2019](https://arxiv.org/abs/1810.04805))",
-    "mae": "masked autoencoding ([He et al., 2021](https://arxiv.org/abs/2111.06377))",
-    "simclr": "contrastive learning, SimCLR ([Chen et al., 2020](https://arxiv.org/abs/2002.05709))",
-    "moco": "momentum contrast, MoCo v3 ([Chen et al., 2021](https://arxiv.org/abs/2104.02057))",
-    "byol": "bootstrap your own latent, BYOL ([Grill et al., 2020](https://arxiv.org/abs/2006.07733))",
-}
+
 
 
 @dataclass
@@ -60,23 +59,6 @@ class HubArgs:
             raise ValueError("push_to_hub needs hub_model_id, e.g. --hub_model_id your-user/bert-small")
 
 
-@dataclass
-class ModelCardInfo:
-    """Everything the model card says about a trained model."""
-
-    model_name: str  # shown as the title and used in the usage snippet: the Hub id when pushing
-    method: str  # "bert-mlm-nsp", "mae", "simclr", "moco", "byol", ...
-    base_model_type: str  # config.model_type of the exported model, e.g. "bert", "vit", "resnet"
-    tags: list[str]
-    datasets_description: str
-    hyperparameters: dict
-    metrics: dict
-    pipeline_tag: str | None = None
-    license: str | None = None
-    usage: str | None = None  # a Python snippet; a default one is written when None
-    datasets: list[str] | None = None  # Hub dataset ids, only when the data really is on the Hub
-
-
 def _check_repo_id(repo_id: str) -> None:
     """Raise a ValueError unless ``repo_id`` is a valid 'user/name' Hub id."""
     try:
@@ -85,149 +67,6 @@ def _check_repo_id(repo_id: str) -> None:
         raise ValueError(f"hub_model_id {repo_id!r} is not a valid Hub repository id: {err}") from None
     if repo_id.count("/") != 1:
         raise ValueError(f"hub_model_id {repo_id!r} must look like 'user/name' (or 'org/name')")
-
-
-def _known_secrets(extra: Iterable[str | None] = ()) -> set[str]:
-    """Tokens this process could leak: explicit ones, HF_TOKEN and the stored login token."""
-    found = {s for s in extra if s}
-    found |= {os.environ[v] for v in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") if os.environ.get(v)}
-    try:
-        found.add(huggingface_hub.get_token() or "")
-    except Exception:  # an OIDC / stored-token problem must not break a local save
-        pass
-    return {s.strip() for s in found if len(s.strip()) >= 4}
-
-
-def _scrub(value: Any, secrets: set[str], where: str = "") -> Any:
-    """Copy of ``value`` without credential-like keys and without leaf values that contain a secret."""
-    if isinstance(value, dict):
-        kept = {}
-        for key, item in value.items():
-            name = f"{where}{key}"
-            if _SECRET_KEY.search(str(key)) or _is_secret_leaf(item, secrets):
-                if item:  # an unset hub_token is not worth a warning
-                    logger.warning("model card: left out %r (looks like a credential)", name)
-                continue
-            kept[key] = _scrub(item, secrets, f"{name}.")
-        return kept
-    if isinstance(value, (list, tuple)):
-        return [_scrub(v, secrets, where) for v in value if not _is_secret_leaf(v, secrets)]
-    return value
-
-
-def _is_secret_leaf(value: Any, secrets: set[str]) -> bool:
-    """A scalar whose text contains a known secret (containers are scrubbed item by item)."""
-    return not isinstance(value, (dict, list, tuple)) and any(s in str(value) for s in secrets)
-
-
-def _assert_no_secrets(folder: Path, secrets: set[str]) -> None:
-    """Refuse a folder whose text files (config, tokenizer, card) contain a known token."""
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in _TEXT_SUFFIXES:
-            data = path.read_bytes()
-            if any(s.encode() in data for s in secrets):
-                raise ValueError(
-                    f"{path.relative_to(folder)} contains a Hugging Face token (not shown); refusing to write or upload it. "
-                    "Remove the token from the model config / tokenizer / card fields and save again."
-                )
-
-
-def _fmt(value: Any) -> str:
-    """One table cell: compact numbers, no pipes or newlines."""
-    if isinstance(value, float) and math.isfinite(value):
-        text = f"{value:.4g}"
-    else:
-        text = str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    for key, value in d.items():
-        if isinstance(value, dict) and value:
-            rows += _flatten(value, f"{prefix}{key}.")
-        else:
-            rows.append((f"{prefix}{key}", value))
-    return rows
-
-
-def _table(d: dict, header: tuple[str, str]) -> str:
-    if not d:
-        return "_none recorded_"
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    lines += [f"| {_fmt(k)} | {_fmt(v)} |" for k, v in _flatten(d)]
-    return "\n".join(lines)
-
-
-def _default_usage(card: ModelCardInfo) -> str:
-    """A snippet that loads the encoder with a fresh task head, text or vision."""
-    name = card.model_name
-    if card.method.startswith("bert") or card.base_model_type in {"bert", "roberta", "electra", "distilbert"}:
-        return (
-            "from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer\n\n"
-            f'tokenizer = AutoTokenizer.from_pretrained("{name}")\n'
-            f'mlm = AutoModelForMaskedLM.from_pretrained("{name}")  # the pretraining head\n'
-            "# fine-tune: the pretrained encoder with a new classification head\n"
-            f'classifier = AutoModelForSequenceClassification.from_pretrained("{name}", num_labels=2)'
-        )
-    return (
-        "from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification\n\n"
-        f'processor = AutoImageProcessor.from_pretrained("{name}")\n'
-        f'encoder = AutoModel.from_pretrained("{name}")  # features for linear probing / k-NN\n'
-        "# fine-tune: the pretrained encoder with a new classification head\n"
-        f'classifier = AutoModelForImageClassification.from_pretrained("{name}", num_labels=10)'
-    )
-
-
-def render_model_card(card: ModelCardInfo, *, secrets: Iterable[str] = ()) -> str:
-    """The README.md text: YAML metadata validated by ``ModelCardData``, then the description."""
-    known = _known_secrets(secrets)
-    tags = list(dict.fromkeys(["hfssl", card.method, *card.tags]))
-    data = ModelCardData(
-        library_name="transformers",
-        tags=tags,
-        pipeline_tag=card.pipeline_tag,
-        license=card.license,
-        datasets=list(card.datasets) if card.datasets else None,
-    )
-    how = _METHOD_TEXT.get(card.method, f"`{card.method}`")
-    body = f"""
-# {card.model_name}
-
-A `{card.base_model_type}` model pretrained from scratch without labels, with hfssl, by self-supervised {how}.
-It is a standard `transformers` checkpoint (safetensors): load it with the `Auto*` classes and fine-tune it
-with `Trainer`.
-
-## Training
-
-- **Method:** `{card.method}`
-- **Data:** {card.datasets_description}
-
-### Hyperparameters
-
-{_table(_scrub(card.hyperparameters, known), ("hyperparameter", "value"))}
-
-## Results
-
-{_table(_scrub(card.metrics, known), ("metric", "value"))}
-
-## Usage
-
-```python
-{(card.usage or _default_usage(card)).strip()}
-```
-"""
-    text = str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))  # parses the metadata back: validation
-    for s in known:  # last line of defence, e.g. a token pasted into the description or usage
-        text = text.replace(s, _REDACTED)
-    return text
-
-
-def write_model_card(folder, card: ModelCardInfo, *, secrets: Iterable[str] = ()) -> Path:
-    """Write ``folder/README.md`` for ``card``; ``secrets`` are extra strings that must never appear."""
-    path = Path(folder) / "README.md"
-    path.write_text(render_model_card(card, secrets=secrets), encoding="utf-8")
-    return path
 
 
 def _fsync_tree(folder: Path) -> None:
