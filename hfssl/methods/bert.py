@@ -1,0 +1,287 @@
+"""BERT pretraining (masked language modelling + next sentence prediction) with a sparse MLM head.
+
+Hugging Face's ``BertForPreTraining`` projects *every* token onto the vocabulary and then ignores
+the ~85 % of positions whose label is ``-100``. For a small BERT with a 30k vocabulary that dense
+projection costs more than the whole encoder. ``BertPretrainer`` wraps the *same* model (same
+modules, same parameter names, same ``save_pretrained`` folder) but gathers the masked positions
+first and runs the prediction head on those rows only, and its cross-entropy writes the gradient of
+the logits during the forward pass (one fp32 buffer, no separate argmax for the accuracy). The loss
+and the gradients are the same as Hugging Face's (tested to 1e-5); on 2 CPU threads a whole training
+step of BERT-mini is ~2.8x faster, BERT-tiny ~5x (benchmarks/bert_pretrain.py).
+
+Paper: Devlin et al. 2019, BERT, https://arxiv.org/abs/1810.04805
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertForPreTraining
+from transformers.utils import ModelOutput
+
+IGNORE_INDEX = -100  # label of a position that is not predicted (Hugging Face / PyTorch convention)
+
+PRESETS: dict[str, dict[str, int]] = {  # BERT family sizes (Turc et al. 2019, "Well-Read Students")
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
+    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "medium": dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+}
+
+# Set from the tokenizer, never from an override string: a mismatch breaks the embeddings.
+_NOT_OVERRIDABLE = {"vocab_size", "pad_token_id"}
+
+
+@dataclass
+class BertModelArgs:
+    """Which BERT to build: a size preset plus a few pretraining knobs."""
+
+    preset: str = field(default="tiny", metadata={"help": f"model size, one of {', '.join(PRESETS)}"})
+    hidden_dropout_prob: float | None = field(
+        default=None, metadata={"help": "dropout on hidden states; None keeps BERT's 0.1"}
+    )
+    attention_probs_dropout_prob: float | None = field(
+        default=None, metadata={"help": "dropout on attention probabilities; None keeps BERT's 0.1"}
+    )
+    max_position_embeddings: int = field(default=512, metadata={"help": "longest sequence the model accepts"})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "extra BertConfig fields as 'key=value,key=value' (e.g. 'hidden_act=gelu_new'), applied last"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset={self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value} must be in [0, 1)")
+        if self.max_position_embeddings < 1:
+            raise ValueError(f"max_position_embeddings={self.max_position_embeddings} must be positive")
+        parse_config_overrides(self.config_overrides)  # fail at argument parsing, not after data loading
+
+
+def _overridable_defaults() -> dict[str, object]:
+    """BertConfig's own fields (not the generic PreTrainedConfig ones) and their default values."""
+    own = set(BertConfig.__annotations__) - _NOT_OVERRIDABLE
+    return {f.name: f.default for f in dataclasses.fields(BertConfig) if f.name in own}
+
+
+def _parse_value(key: str, raw: str, default: object) -> object:
+    """Convert ``raw`` to the type of BertConfig's default for ``key``."""
+    low = raw.strip().lower()
+    try:
+        if isinstance(default, bool):
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError("expected true or false")
+            return low in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, str):
+            return raw.strip()
+    except ValueError as err:
+        raise ValueError(
+            f"config_overrides: {key}={raw!r} is not a valid {type(default).__name__} ({err})"
+        ) from None
+    # The default is None (e.g. classifier_dropout): take the most specific literal.
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw.strip()
+
+
+def parse_config_overrides(text: str | None) -> dict[str, object]:
+    """Parse ``"key=value,key=value"`` into typed BertConfig keyword arguments.
+
+    Types come from BertConfig's defaults. An unknown key, a key that comes from the tokenizer
+    (``vocab_size``, ``pad_token_id``) or an item without ``=`` raises ``ValueError`` naming it.
+    """
+    if not text or not text.strip():
+        return {}
+    defaults = _overridable_defaults()
+    out: dict[str, object] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"config_overrides: item {item!r} is not key=value")
+        if key in _NOT_OVERRIDABLE:
+            raise ValueError(f"config_overrides: {key!r} is set from the tokenizer and cannot be overridden")
+        if key not in defaults:
+            raise ValueError(
+                f"config_overrides: unknown BertConfig key {key!r}; valid keys: {', '.join(sorted(defaults))}"
+            )
+        out[key] = _parse_value(key, raw, defaults[key])
+    return out
+
+
+def bert_config(args: BertModelArgs, vocab_size: int, pad_token_id: int = 0) -> BertConfig:
+    """The ``BertConfig`` for ``args`` (preset < dropout fields < overrides), with SDPA attention."""
+    if vocab_size < 1 or not 0 <= pad_token_id < vocab_size:
+        raise ValueError(f"need vocab_size >= 1 and 0 <= pad_token_id < vocab_size, got {vocab_size}, {pad_token_id}")
+    kwargs: dict[str, object] = dict(PRESETS[args.preset])
+    kwargs.update(vocab_size=vocab_size, pad_token_id=pad_token_id,
+                  max_position_embeddings=args.max_position_embeddings)
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    kwargs.update(parse_config_overrides(args.config_overrides))
+    config = BertConfig(attn_implementation="sdpa", **kwargs)
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"hidden_size={config.hidden_size} is not a multiple of num_attention_heads={config.num_attention_heads}"
+        )
+    return config
+
+
+class _MaskedCrossEntropy(torch.autograd.Function):
+    """Cross-entropy summed over rows and divided by ``denom``, plus the argmax of every row.
+
+    The same loss as ``F.cross_entropy(logits, target, reduction="sum") / denom`` but the gradient
+    ``(softmax - onehot) / denom`` is written in the forward pass over the one buffer that holds
+    ``exp(logits - max)``: no log-softmax output, no zero-filled NLL gradient and no separate
+    argmax pass (the max that stabilises the exponent gives the prediction for free).
+    """
+
+    @staticmethod
+    @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, denom: torch.Tensor):
+        x = logits.float()  # (M, V); fp32 softmax also under bf16 autocast
+        top, pred = x.max(-1)  # (M,), (M,)
+        picked = x.gather(1, target[:, None]).squeeze(1)  # (M,)
+        p = (x - top[:, None]).exp_()  # (M, V), becomes the gradient in place
+        total = p.sum(-1)  # (M,)
+        loss = (total.log() + top - picked).sum() / denom  # ()
+        ctx.mark_non_differentiable(pred)
+        ctx.logits_dtype, ctx.done = logits.dtype, False
+        if not ctx.needs_input_grad[0]:  # evaluation: no gradient to prepare
+            return loss, pred
+        p.div_(total[:, None] * denom)  # softmax / denom
+        p.scatter_add_(1, target[:, None], torch.full_like(picked[:, None], -1.0) / denom)  # - onehot / denom
+        ctx.save_for_backward(p)
+        return loss, pred
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_pred):
+        if ctx.done:  # the saved buffer is scaled in place below, so it serves one backward only
+            raise RuntimeError("backward through the masked MLM loss twice (retain_graph) is not supported")
+        ctx.done = True
+        (p,) = ctx.saved_tensors
+        return p.mul_(grad_loss).to(ctx.logits_dtype), None, None
+
+
+@dataclass
+class BertPretrainingOutput(ModelOutput):
+    """Losses and metrics of one batch. Accuracies and counts are detached.
+
+    ``num_masked`` is the number of predicted positions, so that accuracies from several processes
+    or batches can be combined exactly: ``sum(acc * n) / sum(n)`` (round ``acc * n`` to get counts).
+    The ``nsp_*`` fields are ``None`` when the batch has no ``next_sentence_label``.
+    """
+
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+    mlm_accuracy: torch.Tensor | None = None
+    nsp_accuracy: torch.Tensor | None = None
+    num_masked: torch.Tensor | None = None
+
+
+class BertPretrainer(nn.Module):
+    """``BertForPreTraining`` whose MLM head runs only on the masked positions.
+
+    ``self.model`` is an unmodified ``BertForPreTraining``: save and export it with
+    ``self.model.save_pretrained`` and every Auto* class loads it with the standard keys.
+
+    ``nsp=False`` is MLM-only pretraining (RoBERTa style): the pooler and the NSP classifier are
+    frozen (``requires_grad=False``) so that DistributedDataParallel needs no
+    ``find_unused_parameters`` and the optimizer skips them; they stay in the checkpoint at their
+    initial values, as with Hugging Face. With ``nsp=True`` a training batch must carry
+    ``next_sentence_label``, otherwise those parameters would get no gradient and DDP would stop.
+    """
+
+    def __init__(self, config: BertConfig | None = None, model: BertForPreTraining | None = None, *,
+                 nsp: bool = True) -> None:
+        super().__init__()
+        if (config is None) == (model is None):
+            raise ValueError("BertPretrainer needs exactly one of config= or model=")
+        self.model = model if model is not None else BertForPreTraining(config)
+        self.nsp = nsp
+        if not nsp:
+            for p in (*self.model.bert.pooler.parameters(), *self.model.cls.seq_relationship.parameters()):
+                p.requires_grad_(False)
+
+    @property
+    def config(self) -> BertConfig:
+        return self.model.config
+
+    def forward_mlm(self, sequence_output: torch.Tensor, labels: torch.Tensor):
+        """MLM loss over the masked positions only.
+
+        sequence_output: (B, T, H); labels: (B, T) with ``-100`` where nothing is predicted.
+        Returns (loss, accuracy, num_masked). With no masked position the loss is 0 (with zero
+        gradients, so every process of a distributed run still reduces the same parameters).
+        """
+        mask = labels != IGNORE_INDEX  # (B, T)
+        masked = sequence_output[mask]  # (M, H): gather BEFORE the vocabulary projection
+        targets = labels[mask]  # (M,)
+        logits = self.model.cls.predictions(masked)  # (M, V): transform + decoder tied to the embeddings
+        num_masked = mask.sum()  # () long
+        denom = num_masked.clamp(min=1)
+        loss, pred = _MaskedCrossEntropy.apply(logits, targets, denom)  # mean over masked tokens, (M,)
+        accuracy = (pred == targets).sum() / denom
+        return loss, accuracy, num_masked
+
+    def forward_nsp(self, pooled_output: torch.Tensor, next_sentence_label: torch.Tensor):
+        """NSP loss and accuracy. pooled_output: (B, H); next_sentence_label: (B,), 0 = B follows A."""
+        logits = self.model.cls.seq_relationship(pooled_output)  # (B, 2)
+        target = next_sentence_label.view(-1)  # (B,)
+        loss = F.cross_entropy(logits, target)
+        with torch.no_grad():
+            accuracy = (logits.argmax(-1) == target).float().mean()
+        return loss, accuracy
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        next_sentence_label: torch.Tensor | None = None,
+    ) -> BertPretrainingOutput:
+        """input_ids, attention_mask, token_type_ids, labels: (B, T); next_sentence_label: (B,)."""
+        if labels is None:
+            raise ValueError("BertPretrainer needs MLM `labels` (-100 at positions that are not predicted)")
+        if next_sentence_label is not None and not self.nsp:
+            raise ValueError("batch has next_sentence_label but the model was built with nsp=False")
+        if next_sentence_label is None and self.nsp and self.training and torch.is_grad_enabled():
+            raise ValueError(
+                "training batch has no next_sentence_label but the model was built with nsp=True; "
+                "use BertPretrainer(..., nsp=False) for MLM-only pretraining"
+            )
+        out = self.model.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                              return_dict=True)
+        mlm_loss, mlm_accuracy, num_masked = self.forward_mlm(out.last_hidden_state, labels)  # (B, T, H)
+        nsp_loss = nsp_accuracy = None
+        loss = mlm_loss
+        if next_sentence_label is not None:
+            nsp_loss, nsp_accuracy = self.forward_nsp(out.pooler_output, next_sentence_label)  # (B, H)
+            loss = mlm_loss + nsp_loss
+        return BertPretrainingOutput(
+            loss=loss, mlm_loss=mlm_loss, nsp_loss=nsp_loss, mlm_accuracy=mlm_accuracy,
+            nsp_accuracy=nsp_accuracy, num_masked=num_masked,
+        )
