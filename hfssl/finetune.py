@@ -1,0 +1,288 @@
+"""Fine-tuning with the standard ``transformers.Trainer``: arguments, data files, checks, metrics.
+
+Shared by ``recipes/finetune_text_classification.py`` and ``recipes/finetune_qa.py`` (QA specifics live in
+:mod:`hfssl.finetune_qa`). Bad data is an error that names the file, the row and the column; nothing is
+skipped silently.
+
+Metrics work offline: ``evaluate.load("accuracy")`` fetches a script from the Hub (evaluate 0.4 ships
+none), so :class:`Accuracy` and :class:`F1` are ``evaluate.Metric`` subclasses defined here, with the
+same inputs and outputs as the Hub's ``accuracy`` / ``f1`` (macro by default here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from transformers import TrainingArguments
+
+from hfssl.metrics import F1, Accuracy, classification_metrics  # noqa: F401  (re-exported)
+
+_LOADERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+class DataError(ValueError):
+    """Input data that cannot be used as given; the message names the file, row and column."""
+
+
+@dataclass
+class ModelArgs:
+    """Which checkpoint to start from."""
+
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "Folder written by save_pretrained: hfssl's OUTPUT/model or any BERT-style checkpoint (required)."})
+    from_scratch: bool = field(default=False, metadata={
+        "help": "Same architecture (the folder's config), randomly initialised: the baseline pretraining must beat."})
+
+    def __post_init__(self):
+        if not self.model_name_or_path:
+            raise ValueError("--model_name_or_path is required (e.g. the OUTPUT/model folder of recipes/bert_mlm.py)")
+
+
+@dataclass
+class DataFilesArgs:
+    """Training and validation files, and deterministic subsampling."""
+
+    train_file: str | None = field(default=None, metadata={"help": "Training data: .csv, .tsv, .jsonl, .json or .parquet (required)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data, same format as the training data."})
+    validation_split: float = field(default=0.0, metadata={
+        "help": "Without --validation_file: hold out this fraction of the training file (seeded) for evaluation."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use N training rows, drawn with the seed."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use N validation rows, drawn with the seed."})
+
+    def __post_init__(self):
+        if not self.train_file:
+            raise ValueError("--train_file is required")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {self.validation_split}")
+        if self.validation_file and self.validation_split:
+            raise ValueError("give either --validation_file or --validation_split, not both")
+        if not self.validation_file and not self.validation_split:
+            raise ValueError("evaluation needs --validation_file or --validation_split (e.g. 0.1)")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class FinetuneTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with fine-tuning defaults: BERT's recipe, evaluation every epoch, no reporting."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where the fine-tuned model and metrics go (required)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Write into a non-empty --output_dir."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
+    save_strategy: str = field(default="no", metadata={
+        "help": "Checkpoints during training: no, steps or epoch (the final model is always saved to output_dir)."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device for training."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size per device for evaluation."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warmup: a fraction of all steps if below 1, else a step count."})
+    logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    report_to: str | None = field(default="none", metadata={"help": "Loggers: none, tensorboard, wandb, ..."})
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise ValueError("--output_dir is required")
+        super().__post_init__()
+
+
+def check_output_dir(args: FinetuneTrainingArguments) -> None:
+    """Refuse to write into a non-empty output folder unless asked to (or resuming from it)."""
+    out = Path(args.output_dir)
+    if out.is_file():
+        raise SystemExit(f"--output_dir {out} is a file")
+    if out.is_dir() and any(out.iterdir()) and not (args.overwrite_output_dir or args.resume_from_checkpoint):
+        raise SystemExit(f"--output_dir {out} exists and is not empty; pass --overwrite_output_dir to write into "
+                         "it, --resume_from_checkpoint to continue a run, or choose another folder")
+
+
+def load_data_file(path: str | Path) -> datasets.Dataset:
+    """One data file as a Dataset, through ``datasets.load_dataset`` (Arrow, cached)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    kind = _LOADERS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_LOADERS)}")
+    kwargs = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}
+    ds = datasets.load_dataset(kind, data_files={"data": str(path)}, split="data", **kwargs)
+    if len(ds) == 0:
+        raise DataError(f"{path} holds no rows")
+    return ds
+
+
+def require_columns(ds: datasets.Dataset, columns: list[str], path) -> None:
+    """Each of ``columns`` must exist in ``ds``; the error lists the columns that do."""
+    for column in columns:
+        if column not in ds.column_names:
+            raise DataError(f"{path}: no column {column!r}; available columns: {', '.join(ds.column_names)} "
+                            f"(choose with --text_column / --text_pair_column / --label_column)")
+
+
+def _column(ds: datasets.Dataset, name: str) -> pa.ChunkedArray:
+    return ds.with_format("arrow")[name] if ds._indices is not None else ds.data.table.column(name)
+
+
+def check_text_column(ds: datasets.Dataset, column: str, path) -> None:
+    """Every row of ``column`` must hold non-blank text."""
+    col = _column(ds, column)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        raise DataError(f"{path}: column {column!r} must hold text, but its values are {col.type}")
+    bad = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), ""), True)  # (N,) missing or blank
+    n_bad = pc.sum(bad).as_py() or 0
+    if n_bad:
+        row = pc.index(bad, True).as_py()
+        raise DataError(f"{path}: row {row} (0-based) has an empty or missing {column!r} ({n_bad} such row(s) "
+                        "in all); fill in or remove those rows")
+
+
+def label_values(ds: datasets.Dataset, column: str, path) -> list[str]:
+    """The labels of ``column`` as strings; integral floats (a CSV quirk) become ints; nulls are errors."""
+    col = _column(ds, column)
+    nulls = pc.is_null(col, nan_is_null=True) if pa.types.is_floating(col.type) else pc.is_null(col)
+    if pc.any(nulls).as_py():
+        raise DataError(f"{path}: row {pc.index(nulls, True).as_py()} (0-based) has no {column!r} label")
+    if pa.types.is_floating(col.type):
+        if not pc.all(pc.equal(pc.floor(col), col)).as_py():
+            raise DataError(f"{path}: column {column!r} holds fractional numbers ({col.type}): regression is not "
+                            "supported; use integer or string class labels")
+        col = pc.cast(col, pa.int64())
+    if not (pa.types.is_integer(col.type) or pa.types.is_boolean(col.type) or pa.types.is_string(col.type)
+            or pa.types.is_large_string(col.type)):
+        raise DataError(f"{path}: column {column!r} must hold class labels (text or integers), got {col.type}")
+    return [str(v) for v in col.to_pylist()]
+
+
+def label_names(values: list[str]) -> list[str]:
+    """Sorted distinct labels: numerically when they are all integers, else as text."""
+    distinct = set(values)
+    if all(v.lstrip("-").isdigit() for v in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
+
+
+def check_known_labels(values: list[str], known: list[str], path, column: str) -> None:
+    """Every validation label must be one the model is trained on."""
+    known_set = set(known)
+    for row, value in enumerate(values):
+        if value not in known_set:
+            raise DataError(f"{path}: row {row} (0-based) has {column!r} = {value!r}, which the training data never "
+                            f"uses (training labels: {', '.join(known)}); fix the row or add training examples")
+
+
+def subsample(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
+    """``n`` rows drawn without replacement with ``seed``, kept in file order (all rows when ``n`` is None)."""
+    if n is None or n >= len(ds):
+        return ds
+    rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
+    return ds.select(rows.tolist())
+
+
+@dataclass
+class TextClassificationArgs:
+    """Which columns hold the text(s) and the label."""
+
+    text_column: str = field(default="text", metadata={"help": "Column with the text to classify."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column, for sentence pairs."})
+    label_column: str = field(default="label", metadata={"help": "Column with the class label (text or integer)."})
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated to this many tokens."})
+
+
+def _label_str(value) -> str:
+    """A label as its name: 1, 1.0 (CSV) and "1" are all "1"."""
+    return str(int(value)) if isinstance(value, float) else str(value)
+
+
+def _load_classification_file(path: str, task: TextClassificationArgs) -> tuple[datasets.Dataset, list[str]]:
+    ds = load_data_file(path)
+    texts = [task.text_column] + ([task.text_pair_column] if task.text_pair_column else [])
+    require_columns(ds, [*texts, task.label_column], path)
+    for column in texts:
+        check_text_column(ds, column, path)
+    return ds, label_values(ds, task.label_column, path)
+
+
+def load_classification_data(files: DataFilesArgs, task: TextClassificationArgs, seed: int):
+    """Checked train / validation Datasets and the sorted label names (from the whole training file)."""
+    train, train_labels = _load_classification_file(files.train_file, task)
+    labels = label_names(train_labels)
+    if len(labels) < 2:
+        raise DataError(f"{files.train_file}: every row has the label {labels[0]!r}; classification needs at least two")
+    if files.validation_file:
+        validation, values = _load_classification_file(files.validation_file, task)
+        check_known_labels(values, labels, files.validation_file, task.label_column)
+    else:
+        split = train.train_test_split(test_size=files.validation_split, seed=seed)
+        train, validation = split["train"], split["test"]
+    splits = {"train": subsample(train, files.max_train_samples, seed),
+              "validation": subsample(validation, files.max_eval_samples, seed)}
+    return splits, labels
+
+
+def encode_classification(ds: datasets.Dataset, tokenizer, task: TextClassificationArgs, label2id: dict,
+                          max_length: int) -> datasets.Dataset:
+    """Tokenize (truncating to ``max_length``) and turn label names into ids; padding happens per batch."""
+
+    def encode(batch: dict) -> dict:
+        pairs = batch[task.text_pair_column] if task.text_pair_column else None
+        enc = tokenizer(batch[task.text_column], pairs, truncation=True, max_length=max_length)
+        enc["labels"] = [label2id[_label_str(v)] for v in batch[task.label_column]]
+        return enc
+
+    return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenize")
+
+
+def effective_max_length(requested: int, tokenizer, config) -> int:
+    """``requested`` capped by the tokenizer's and the position embeddings' limits (with a note)."""
+    limits = [tokenizer.model_max_length, getattr(config, "max_position_embeddings", None) or requested]
+    length = min(requested, *limits)
+    if length < requested:
+        print(f"max_seq_length {requested} exceeds what the model supports; using {length}")
+    return length
+
+
+def load_model(auto_cls, path: str, config, from_scratch: bool = False):
+    """``auto_cls`` (e.g. AutoModelForSequenceClassification) from ``path``: pretrained weights, or random.
+
+    Returns ``(model, info)``; ``info["missing_keys"]`` are the newly initialised weights (all of them
+    ``from_scratch``), ``info["unexpected_keys"]`` the checkpoint tensors left unused (pretraining heads).
+    """
+    if from_scratch:
+        model = auto_cls.from_config(config)
+        return model, {"missing_keys": sorted(model.state_dict()), "unexpected_keys": [], "mismatched_keys": []}
+    model, info = auto_cls.from_pretrained(path, config=config, output_loading_info=True)
+    return model, info
+
+
+def describe_loading(info: dict, from_scratch: bool, head_prefixes: tuple[str, ...]) -> str:
+    """One line on what was loaded: warns when weights outside the task head had to be initialised."""
+    if from_scratch:
+        return "from scratch: every weight randomly initialised (--from_scratch)"
+    new = sorted(info["missing_keys"])
+    unused = sorted(info["unexpected_keys"])
+    text = f"loaded the pretrained encoder; new task-head weights: {', '.join(new) or 'none'}"
+    if unused:
+        groups = sorted({".".join(k.split(".")[:2]) for k in unused})
+        text += f"; {len(unused)} checkpoint tensor(s) not used by this task ({', '.join(groups)})"
+    body = [k for k in new if not k.startswith(head_prefixes)]
+    if body:
+        text += f"\nWARNING: not in the checkpoint, randomly initialised: {', '.join(body)}"
+    return text
+
+
+def finish(trainer, train_result) -> dict:
+    """Save the model + tokenizer, evaluate, print and write train/eval/all_results.json; returns eval metrics."""
+    trainer.save_model()  # model, config (with labels), tokenizer -> output_dir
+    train_metrics = train_result.metrics
+    trainer.log_metrics("train", train_metrics)
+    trainer.save_metrics("train", train_metrics)
+    metrics = trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    if trainer.is_world_process_zero():
+        print(f"saved the fine-tuned model to {trainer.args.output_dir}; metrics in all_results.json")
+    return metrics

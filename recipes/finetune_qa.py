@@ -1,0 +1,65 @@
+"""Fine-tune a pretrained encoder for extractive question answering (SQuAD layout) with the standard ``Trainer``.
+
+    python recipes/finetune_qa.py --model_name_or_path runs/bert/model \
+        --train_file train.jsonl --validation_file dev.jsonl --output_dir runs/qa [--config FILE.yaml]
+
+Rows: ``{"id", "title"?, "context", "question", "answers": {"text": [...], "answer_start": [...]}}``.
+Long contexts are split into windows of ``--max_seq_length`` tokens overlapping by ``--doc_stride``;
+evaluation reports SQuAD v1.1 exact match and F1. transformers 5 has no question-answering pipeline:
+use ``hfssl.finetune_qa.QuestionAnswerer.from_pretrained(DIR)(question=..., context=...)``.
+"""
+
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, Trainer, set_seed
+
+from hfssl.config import parse
+from hfssl.finetune import (
+    DataError,
+    DataFilesArgs,
+    FinetuneTrainingArguments,
+    ModelArgs,
+    check_output_dir,
+    describe_loading,
+    effective_max_length,
+    finish,
+    load_model,
+)
+from hfssl.finetune_qa import QAArgs, featurize, load_qa_data, model_inputs, qa_metrics
+
+
+def main(argv=None) -> dict:
+    """Run the recipe; returns the final evaluation metrics (eval_exact_match, eval_f1 in 0-100, eval_loss)."""
+    model_args, files, qa, training_args = parse(ModelArgs, DataFilesArgs, QAArgs, FinetuneTrainingArguments,
+                                                 args=argv)
+    check_output_dir(training_args)
+    set_seed(training_args.seed)  # before the head (or the whole model) is initialised
+
+    path = model_args.model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)
+    max_length = effective_max_length(qa.max_seq_length, tokenizer, config)
+
+    # Data: every row is checked (fields, answer spans, question length) before anything is trained.
+    with training_args.main_process_first(desc="load data"):
+        raw = load_qa_data(files, tokenizer, qa, max_length, training_args.seed)
+        features = {split: featurize(ds, tokenizer, max_length, qa.doc_stride) for split, ds in raw.items()}
+    print(f"data: {len(raw['train'])} training questions -> {len(features['train'])} windows, "
+          f"{len(raw['validation'])} validation questions -> {len(features['validation'])} windows "
+          f"(max_seq_length {max_length}, doc_stride {qa.doc_stride})")
+
+    model, info = load_model(AutoModelForQuestionAnswering, path, config, model_args.from_scratch)
+    print(describe_loading(info, model_args.from_scratch, head_prefixes=("qa_outputs.",)))
+
+    # Evaluation windows carry start/end labels too (eval loss); compute_metrics maps the logits back to
+    # answer text over all windows of each question and scores them with SQuAD v1.1 EM / F1.
+    trainer = Trainer(model=model, args=training_args, train_dataset=model_inputs(features["train"]),
+                      eval_dataset=model_inputs(features["validation"]), processing_class=tokenizer,
+                      compute_metrics=qa_metrics(raw["validation"], features["validation"], qa))
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    return finish(trainer, train_result)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as err:
+        raise SystemExit(f"error: {err}") from None
