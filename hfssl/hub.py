@@ -188,3 +188,16 @@ def push_folder(
         raise _push_error(folder, repo_id, reason) from None  # no chained traceback that could hold the token
     logger.info("pushed %s to %s", folder, repo_url)
     return str(repo_url)
+
+
+def push_if_requested(folder: str | Path, hub: HubArgs) -> str | None:
+    """For recipes, after the local save: push when ``--push_to_hub``; a failure exits with the message
+    that says the model is saved locally and how to upload it later."""
+    if not hub.push_to_hub:
+        return None
+    try:
+        url = push_folder(folder, hub.hub_model_id, token=hub.hub_token, private=hub.hub_private)
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
+    print(f"pushed to {url}")
+    return url

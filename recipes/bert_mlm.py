@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hfssl.config import parse
 from hfssl.evaluation import mlm_eval_step, mlm_summary, premask
-from hfssl.hub import HubArgs, ModelCardInfo, push_folder, save_model_folder
+from hfssl.hub import HubArgs, ModelCardInfo, push_if_requested, save_model_folder
 from hfssl.methods.bert import BertModelArgs, BertPretrainer, bert_config
 from hfssl.text.corpus import CorpusArgs, load_corpus
 from hfssl.text.masking import MaskingArgs, MLMCollator
@@ -84,12 +84,7 @@ def main(argv=None):
                                    secrets=[hub_args.hub_token] if hub_args.hub_token else ())
         print(f"saved the pretrained model to {folder} (load it with AutoModelForMaskedLM / "
               f"AutoModelForSequenceClassification.from_pretrained('{folder}'))")
-        if hub_args.push_to_hub:
-            try:
-                url = push_folder(folder, hub_args.hub_model_id, token=hub_args.hub_token, private=hub_args.hub_private)
-            except RuntimeError as err:  # the local folder is saved; say so and how to retry
-                raise SystemExit(str(err)) from None
-            print(f"pushed to {url}")
+        push_if_requested(folder, hub_args)
 
 
 if __name__ == "__main__":

@@ -361,3 +361,17 @@ def test_push_refuses_folder_containing_token(saved):
         with pytest.raises(ValueError, match="notes.txt contains a Hugging Face token"):
             push_folder(saved, "me/bert-tiny", token=TOKEN, endpoint=fake.endpoint)
     assert fake.requests == []
+
+
+def test_recipe_push_helper_exits_with_the_message(saved, monkeypatch):
+    """What a recipe does after its local save: no push unless asked; a failed push exits, folder intact."""
+    from hfssl.hub import push_if_requested
+
+    assert push_if_requested(saved, HubArgs()) is None
+    before = folder_bytes(saved)
+    with FakeHub() as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        with pytest.raises(SystemExit) as err:
+            push_if_requested(saved, HubArgs(push_to_hub=True, hub_model_id="me/bert-tiny"))
+    assert f"saved locally at {saved}" in str(err.value.code) and fake.requests == []
+    assert folder_bytes(saved) == before
