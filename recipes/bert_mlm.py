@@ -13,7 +13,7 @@ from pathlib import Path
 from hfssl.config import parse
 from hfssl.evaluation import mlm_eval_step, mlm_summary, premask
 from hfssl.hub import HubArgs, ModelCardInfo, push_if_requested, save_model_folder
-from hfssl.methods.bert import BertModelArgs, BertPretrainer, bert_config
+from hfssl.methods.bert import BertModelArgs, BertPretrainer
 from hfssl.text.corpus import CorpusArgs, load_corpus
 from hfssl.text.masking import MaskingArgs, MLMCollator
 from hfssl.text.nsp import InstanceBuilder, NSPArgs, format_stats
@@ -63,7 +63,7 @@ def main(argv=None):
     if eval_instances is not None:
         with accelerator.main_process_first():
             eval_instances = premask(eval_instances, collator, seed=train_args.seed)
-    model = BertPretrainer(bert_config(model_args, len(tokenizer), tokenizer.pad_token_id), nsp=nsp_args.nsp)
+    model = BertPretrainer.from_args(model_args, len(tokenizer), tokenizer.pad_token_id, nsp=nsp_args.nsp)
     accelerator.print(f"model: {model_args.preset}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
                       f"parameters, vocabulary {len(tokenizer)}")
 

@@ -267,3 +267,28 @@ def test_args_parse_from_the_command_line():
     assert args.preset == "mini" and args.hidden_dropout_prob == 0.0
     assert args.attention_probs_dropout_prob is None
     assert bert_config(args, vocab_size=100).hidden_act == "relu"
+
+
+def test_sinusoidal_position_init_is_the_transformer_table_and_keeps_the_format(tmp_path):
+    import math
+
+    from transformers import BertForPreTraining
+
+    from hfssl.methods.bert import BertModelArgs, BertPretrainer
+
+    args = BertModelArgs(preset="tiny", sinusoidal_positions=0.05, max_position_embeddings=64)
+    model = BertPretrainer.from_args(args, vocab_size=100)
+    table = model.model.bert.embeddings.position_embeddings.weight.detach()  # (64, 128)
+    assert abs(float(table.std()) - 0.05) < 1e-6
+    # brute force: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...), up to one global scale
+    scale = float(table[1, 0]) / math.sin(1.0)
+    for p in (0, 1, 7, 63):
+        for i in (0, 5, 63):
+            angle = p / 10_000 ** (2 * i / 128)
+            assert float(table[p, 2 * i]) == pytest.approx(scale * math.sin(angle), abs=1e-5)
+            assert float(table[p, 2 * i + 1]) == pytest.approx(scale * math.cos(angle), abs=1e-5)
+    model.model.save_pretrained(tmp_path)
+    _, info = BertForPreTraining.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    plain = BertPretrainer.from_args(BertModelArgs(preset="tiny", max_position_embeddings=64), vocab_size=100)
+    assert float(plain.model.bert.embeddings.position_embeddings.weight.std()) < 0.03  # BERT's N(0, 0.02)

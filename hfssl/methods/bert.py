@@ -15,6 +15,7 @@ Paper: Devlin et al. 2019, BERT, https://arxiv.org/abs/1810.04805
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +50,12 @@ class BertModelArgs:
         default=None, metadata={"help": "dropout on attention probabilities; None keeps BERT's 0.1"}
     )
     max_position_embeddings: int = field(default=512, metadata={"help": "longest sequence the model accepts"})
+    sinusoidal_positions: float = field(
+        default=0.0,
+        metadata={"help": "if > 0, initialise the (learned, standard) position embeddings with sinusoids of "
+                          "this standard deviation instead of random values: an init only, the architecture "
+                          "and checkpoint format stay BERT's"},
+    )
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "extra BertConfig fields as 'key=value,key=value' (e.g. 'hidden_act=gelu_new'), applied last"},
@@ -184,6 +191,22 @@ class _MaskedCrossEntropy(torch.autograd.Function):
         return p.mul_(grad_loss).to(ctx.logits_dtype), None, None
 
 
+def init_sinusoidal_positions(embedding: nn.Embedding, std: float) -> None:
+    """Fill a learned position table with the Transformer's sinusoids (Vaswani et al. 2017), scaled to ``std``.
+
+    Linear maps of sinusoids give dot products that depend on the *relative* position, so attention to
+    neighbouring tokens is easy to learn from the start; the table stays trainable.
+    """
+    positions, dim = embedding.weight.shape  # (P, H)
+    pos = torch.arange(positions, dtype=torch.float32)[:, None]  # (P, 1)
+    freq = torch.exp(-math.log(10_000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (H/2,)
+    table = torch.zeros(positions, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    with torch.no_grad():
+        embedding.weight.copy_(table * (std / table.std()))
+
+
 @dataclass
 class BertPretrainingOutput(ModelOutput):
     """Losses and metrics of one batch. Accuracies and counts are detached.
@@ -224,6 +247,14 @@ class BertPretrainer(nn.Module):
         if not nsp:
             for p in (*self.model.bert.pooler.parameters(), *self.model.cls.seq_relationship.parameters()):
                 p.requires_grad_(False)
+
+    @classmethod
+    def from_args(cls, args: BertModelArgs, vocab_size: int, pad_token_id: int = 0, *, nsp: bool = True):
+        """A fresh model for :class:`BertModelArgs` (config, then the optional sinusoidal position init)."""
+        model = cls(bert_config(args, vocab_size, pad_token_id), nsp=nsp)
+        if args.sinusoidal_positions > 0:
+            init_sinusoidal_positions(model.model.bert.embeddings.position_embeddings, args.sinusoidal_positions)
+        return model
 
     @property
     def config(self) -> BertConfig:
