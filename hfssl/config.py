@@ -43,10 +43,11 @@ def load_yaml(path: str | Path, allowed: set[str]) -> dict[str, Any]:
     return data
 
 
-def parse(*types: type, args: list[str] | None = None) -> tuple:
+def parse(*types: type, args: list[str] | None = None, defaults: dict[str, Any] | None = None) -> tuple:
     """Parse ``args`` (default ``sys.argv[1:]``) into one instance of each dataclass in ``types``.
 
-    ``--config FILE`` supplies defaults for any field of any of the dataclasses; flags override it.
+    Precedence, lowest first: dataclass defaults < ``defaults`` (a recipe's own choices, e.g. the settings
+    calibrated for its task) < ``--config FILE`` < command-line flags.
     """
     args = list(sys.argv[1:] if args is None else args)
     parser = HfArgumentParser(types)
@@ -64,6 +65,11 @@ def parse(*types: type, args: list[str] | None = None) -> tuple:
                 config_path = a.split("=", 1)[1]
                 del args[i]
                 break
+    if defaults:
+        unknown = sorted(set(defaults) - _field_names(types))
+        if unknown:
+            raise ConfigError(f"recipe defaults name unknown key(s): {', '.join(unknown)}")
+        parser.set_defaults(**defaults)
     if config_path is not None:
         parser.set_defaults(**load_yaml(config_path, _field_names(types)))
     namespace, extra = parser.parse_known_args(args)

@@ -46,3 +46,16 @@ def test_missing_config_and_unknown_flag(tmp_path):
         parse(A, args=["--config", str(tmp_path / "nope.yaml")])
     with pytest.raises(SystemExit):
         parse(A, args=["--bogus", "1"])
+
+
+def test_recipe_defaults_sit_between_dataclass_and_yaml(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("steps: 7\n")
+    a, b = parse(A, B, args=[], defaults={"lr": 0.3, "steps": 5})
+    assert (a.lr, b.steps) == (0.3, 5)
+    a, b = parse(A, B, args=["--config", str(cfg)], defaults={"lr": 0.3, "steps": 5})
+    assert (a.lr, b.steps) == (0.3, 7)
+    a, b = parse(A, B, args=["--lr", "1"], defaults={"lr": 0.3})
+    assert a.lr == 1.0
+    with pytest.raises(ConfigError, match="nope"):
+        parse(A, args=[], defaults={"nope": 1})
