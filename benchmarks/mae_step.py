@@ -1,0 +1,193 @@
+"""MAE training throughput: hfssl against ViTMAEForPreTraining driven the plain way, side by side.
+
+    hfssl  images decoded once to fixed-size uint8 (hfssl.vision.data), the loop's fit(), augmentation
+           (random resized crop + flip) and masking noise drawn per batch on the device
+    plain  transformers' run_mae.py way: Trainer, a datasets Image column of PNG files and a per-sample
+           torchvision transform (decode, RGB, RandomResizedCrop bicubic, flip, ToTensor, Normalize)
+
+Same ViTMAEConfig, same initial weights, same batch size, same optimiser (AdamW 0.9/0.95, cosine).
+Images/s is measured between optimizer steps after --warmup untimed steps; the data path of each alone
+(loader + augmentation, no model) is measured too, to show whether it could be the bottleneck.
+
+    python benchmarks/mae_step.py                                       # tiny, 32x32, CPU
+    python benchmarks/mae_step.py --preset base --image_size 224 --patch_size 16 --batch_size 256 \\
+        --mixed_precision bf16 --workers 8 --max_images 20000           # GPU, ViT-B/16
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from hfssl.methods.mae import MAEArgs, MAEBatchTransform, MAEPretrainer, mae_config  # noqa: E402
+from hfssl.train import TrainArgs, fit, make_accelerator  # noqa: E402
+from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, embedded_folder, load_images, read_idx  # noqa: E402
+from hfssl.vision.transforms import AugmentArgs, ImageViews  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "images" / "fashion-mnist"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with Fashion-MNIST IDX files (else embedded)")
+    p.add_argument("--max_images", type=int, default=10_000, help="images used (decoded once by hfssl)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--image_size", type=int, default=32)
+    p.add_argument("--patch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=3, help="untimed optimizer steps")
+    p.add_argument("--steps", type=int, default=15, help="timed optimizer steps")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers, both sides")
+    p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; on a "
+                   "machine shared with other jobs, 1 avoids oversubscription)")
+    return p.parse_args(argv)
+
+
+def load_arrays(args) -> np.ndarray:
+    """The first --max_images training images, (N, 28, 28) uint8."""
+    folder = Path(args.data) if any(Path(args.data).glob("train-images-idx3-ubyte*")) else embedded_folder()
+    return read_idx(next(folder.glob("train-images-idx3-ubyte*")))[: args.max_images]
+
+
+def time_hfssl(args, x: np.ndarray, model: MAEPretrainer, out: Path) -> tuple[float, float, float, tuple, tuple]:
+    """(images/s of fit, images/s of its data path alone, seconds to decode once, pixel mean, pixel std)."""
+    np.savez(out / "images.npz", x=x)
+    t0 = time.perf_counter()
+    data = load_images(ImageDataArgs(data=str(out / "images.npz"), image_size=args.image_size, eval_fraction=0))
+    decode_s = time.perf_counter() - t0
+    train_args = TrainArgs(output_dir=str(out / "hfssl"), max_steps=args.warmup + args.steps, learning_rate=1e-4,
+                           per_device_train_batch_size=args.batch_size, adam_beta2=0.95, weight_decay=0.05,
+                           lr_scheduler_type="cosine", warmup=0.05, max_grad_norm=0, logging_steps=10**6,
+                           eval_steps=0, save_steps=0, dataloader_num_workers=args.workers,
+                           mixed_precision=args.mixed_precision)
+    accelerator = make_accelerator(train_args)
+    transform = MAEBatchTransform(ImageViews(data.mean, data.std, AugmentArgs()), model.num_patches)
+    ticks = []
+    fit(accelerator, model, train_args, train_data=data.train.select_columns([PIXELS]), collate_fn=collate_images,
+        transform=transform, on_step_end=lambda m, step, total: (sync(accelerator.device), ticks.append(time.perf_counter())))
+    step_rate = args.batch_size * args.steps / (ticks[-1] - ticks[args.warmup - 1])
+    loader = torch.utils.data.DataLoader(data.train.shuffle(seed=0), batch_size=args.batch_size,
+                                         collate_fn=collate_images, num_workers=args.workers, drop_last=True)
+    return step_rate, data_rate(loader, transform, accelerator.device, args), decode_s, data.mean, data.std
+
+
+def plain_dataset(x: np.ndarray, args, mean, std):
+    """run_mae.py's data: PNG files in an Image column, a per-sample torchvision transform on access."""
+    import datasets
+    from PIL import Image
+    from torchvision.transforms import (
+        Compose,
+        InterpolationMode,
+        Lambda,
+        Normalize,
+        RandomHorizontalFlip,
+        RandomResizedCrop,
+        ToTensor,
+    )
+
+    pngs = []
+    for im in x:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, "PNG")
+        pngs.append({"bytes": buf.getvalue(), "path": None})
+    ds = datasets.Dataset.from_dict({"image": pngs}, features=datasets.Features({"image": datasets.Image()}))
+    transforms = Compose([Lambda(lambda img: img.convert("RGB") if img.mode != "RGB" else img),
+                          RandomResizedCrop(args.image_size, scale=(0.2, 1.0), interpolation=InterpolationMode.BICUBIC),
+                          RandomHorizontalFlip(), ToTensor(), Normalize(mean=mean, std=std)])
+
+    def preprocess_images(examples):
+        examples["pixel_values"] = [transforms(image) for image in examples["image"]]
+        return examples
+
+    ds.set_transform(preprocess_images)
+    return ds
+
+
+def plain_collate(examples):
+    return {"pixel_values": torch.stack([example["pixel_values"] for example in examples])}
+
+
+def time_plain(args, x: np.ndarray, model, mean, std, out: Path) -> tuple[float, float]:
+    """(images/s of Trainer, images/s of its data path alone)."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    ds = plain_dataset(x, args, mean, std)
+    ticks = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            sync(model.device)
+            ticks.append(time.perf_counter())
+
+    training_args = TrainingArguments(
+        output_dir=str(out / "plain"), per_device_train_batch_size=args.batch_size, max_steps=args.warmup + args.steps,
+        learning_rate=1e-4, weight_decay=0.05, adam_beta2=0.95, lr_scheduler_type="cosine", warmup_steps=0.05,
+        remove_unused_columns=False, dataloader_num_workers=args.workers, report_to="none", save_strategy="no",
+        logging_steps=10**6, bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16",
+        use_cpu=not torch.cuda.is_available(), max_grad_norm=0, dataloader_drop_last=True, disable_tqdm=True)
+    Trainer(model=model, args=training_args, train_dataset=ds, data_collator=plain_collate, callbacks=[Clock()]).train()
+    step_rate = args.batch_size * args.steps / (ticks[-1] - ticks[args.warmup - 1])
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=plain_collate, shuffle=True,
+                                         num_workers=args.workers, drop_last=True)
+    return step_rate, data_rate(loader, None, model.device, args)
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def data_rate(loader, transform, device, args) -> float:
+    """Images/s of the loader (+ the per-batch transform on ``device``) alone, after one warm-up batch."""
+    n, start = 0, None
+    for i, batch in enumerate(loader):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        if transform is not None:
+            batch = transform(batch, torch.Generator(device=device).manual_seed(i))
+        sync(device)
+        if i == 0:
+            start = time.perf_counter()
+        else:
+            n += len(batch["pixel_values"])
+        if i == args.warmup + args.steps:
+            break
+    return n / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    x = load_arrays(args)
+    torch.manual_seed(0)
+    config = mae_config(MAEArgs(preset=args.preset, patch_size=args.patch_size), args.image_size)
+    ours = MAEPretrainer(config)
+    from transformers import ViTMAEForPreTraining
+
+    plain = ViTMAEForPreTraining(config)
+    plain.load_state_dict(ours.model.state_dict())  # same initial weights
+    with tempfile.TemporaryDirectory() as tmp:
+        ours_rate, ours_data, decode_s, mean, std = time_hfssl(args, x, ours, Path(tmp))
+        plain_rate, plain_data = time_plain(args, x, plain, list(mean), list(std), Path(tmp))
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"\nMAE {args.preset}, {len(x)} images {args.image_size}x{args.image_size}, patch {args.patch_size}, "
+          f"batch {args.batch_size}, {device}, {args.mixed_precision} precision, {args.workers} workers, "
+          f"{args.steps} timed steps (hfssl decoded the images once in {decode_s:.1f} s)")
+    print(f"{'':24s}{'train images/s':>16s}{'data path alone':>18s}")
+    print(f"{'hfssl (fit)':24s}{ours_rate:16.1f}{ours_data:18.1f}")
+    print(f"{'plain HF (Trainer)':24s}{plain_rate:16.1f}{plain_data:18.1f}")
+    print(f"{'ratio hfssl / plain':24s}{ours_rate / plain_rate:16.2f}{ours_data / plain_data:18.2f}")
+
+
+if __name__ == "__main__":
+    main()

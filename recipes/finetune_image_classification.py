@@ -1,0 +1,97 @@
+"""Fine-tune an image classifier with transformers' Trainer, from a pretrained folder or from scratch.
+
+    python recipes/finetune_image_classification.py --model_name_or_path runs/mae_tiny/model \
+        --output_dir runs/ft [--data ...] [--from_scratch] [--config recipes/configs/finetune_image_classification.yaml]
+
+The images come in exactly as for pretraining (hfssl.vision.data: folders, save_to_disk, .npz, IDX, or the
+embedded Fashion-MNIST subset) and are normalised with the model folder's image processor, so training
+matches what pipeline("image-classification", model=OUTPUT_DIR) does with the saved model and processor.
+--from_scratch keeps the architecture and the processor but starts from random weights: the baseline a
+pretraining gain is measured against (without --model_name_or_path it builds a ViT of --preset size).
+"""
+
+from dataclasses import dataclass, field
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    Trainer,
+    set_seed,
+)
+
+from hfssl.config import parse
+from hfssl.finetune import (
+    FinetuneTrainingArguments,
+    check_output_dir,
+    classification_metrics,
+    describe_loading,
+    finish,
+    load_model,
+)
+from hfssl.methods.mae import MAEArgs, mae_config
+from hfssl.vision.data import ImageDataArgs, load_images
+from hfssl.vision.export import vit_config_from_mae, vit_image_processor
+from hfssl.vision.transforms import AugmentArgs, ClassificationTransform, ImageViews
+
+
+@dataclass
+class FinetuneArgs:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Model folder (e.g. OUTPUT/model of "
+                                           "recipes/mae.py) or Hub id. Without it, --from_scratch builds a ViT."})
+    from_scratch: bool = field(default=False, metadata={"help": "Same architecture, random initial weights."})
+    preset: str = field(default="tiny", metadata={"help": "ViT size when there is no model folder."})
+    patch_size: int = field(default=4, metadata={"help": "ViT patch size when there is no model folder."})
+
+
+def main(argv=None) -> dict:
+    """Run the recipe; returns the final evaluation metrics (eval_accuracy, eval_f1 = macro-F1, eval_loss)."""
+    data_args, aug_args, ft_args, training_args = parse(ImageDataArgs, AugmentArgs, FinetuneArgs,
+                                                        FinetuneTrainingArguments, args=argv)
+    if not ft_args.model_name_or_path and not ft_args.from_scratch:
+        raise SystemExit("give --model_name_or_path (a pretrained folder) or --from_scratch")
+    check_output_dir(training_args)
+    training_args.remove_unused_columns = False  # the batch is built by ClassificationTransform
+    set_seed(training_args.seed)  # before the head (or the whole model) is initialised
+    path, processor = ft_args.model_name_or_path, None
+    if path:  # the model's own processor: its size, mean and std are what the encoder was trained on
+        processor = AutoImageProcessor.from_pretrained(path)
+        size = processor.size.get("height") or processor.size.get("shortest_edge")
+        if data_args.image_size not in (None, size):
+            raise SystemExit(f"--image_size {data_args.image_size} differs from the model's {size}: leave it unset")
+        data_args.image_size = size
+
+    with training_args.main_process_first(desc="decoding images"):
+        data = load_images(data_args, seed=training_args.seed)
+    print(data.report)
+    if data.label_names is None or data.eval is None:
+        raise SystemExit("fine-tuning needs labelled training images and an evaluation split "
+                         "(--eval_data, a test split, or --eval_fraction > 0)")
+    processor = processor or vit_image_processor(data.image_size, data.mean, data.std)
+
+    # Model: the label names go into the config, so pipelines and the Hub widget show them.
+    names = data.label_names
+    labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    if path:
+        config = AutoConfig.from_pretrained(path, **labels)
+        model, info = load_model(AutoModelForImageClassification, path, config, ft_args.from_scratch)
+    else:
+        config = vit_config_from_mae(mae_config(MAEArgs(ft_args.preset, ft_args.patch_size), data.image_size), **labels)
+        model, info = AutoModelForImageClassification.from_config(config), {}
+    print(describe_loading(info, ft_args.from_scratch or not path, head_prefixes=("classifier.",)))
+
+    # Train with the stock Trainer; augmentation (training split only) and normalisation per fetched batch.
+    mean, std = processor.image_mean, processor.image_std
+    trainer = Trainer(model=model, args=training_args, processing_class=processor,
+                      train_dataset=data.train.with_transform(ClassificationTransform(ImageViews(mean, std, aug_args))),
+                      eval_dataset=data.eval.with_transform(ClassificationTransform(ImageViews(mean, std))),
+                      compute_metrics=classification_metrics())
+    metrics = finish(trainer, trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint))
+    if trainer.is_world_process_zero():
+        print(f"eval accuracy {metrics['eval_accuracy']:.4f}; "
+              f"pipeline('image-classification', model='{training_args.output_dir}') runs it")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Pretrain a ViT as a masked autoencoder (MAE) on images, export it as a plain ViT.
+
+    accelerate launch recipes/mae.py [--config recipes/configs/mae_tiny.yaml] [--flag value ...]
+
+With no arguments: recipes/configs/mae_tiny.yaml, a tiny ViT on the embedded Fashion-MNIST subset, a few
+minutes on a CPU. Writes OUTPUT/reconstructions/step-N.png at every evaluation and OUTPUT/model, a ViT
+folder that AutoModelForImageClassification fine-tunes (recipes/finetune_image_classification.py).
+Sections: args, Accelerator, seed -> images (main process first, decoded once) -> model -> fit -> export.
+"""
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from hfssl.config import parse
+from hfssl.hub import HubArgs, ModelCardInfo, push_if_requested
+from hfssl.methods.mae import (
+    MAEArgs,
+    MAEBatchTransform,
+    MAEPretrainer,
+    mae_config,
+    mae_eval_step,
+    mae_summary,
+    with_fixed_noise,
+)
+from hfssl.train import TrainArgs, fit, make_accelerator
+from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, load_images, pixels_from_bytes
+from hfssl.vision.export import export_vit
+from hfssl.vision.pictures import ReconstructionPictures
+from hfssl.vision.transforms import AugmentArgs, ImageViews
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "mae_tiny.yaml"
+
+
+@dataclass
+class PictureArgs:
+    num_pictures: int = field(default=8, metadata={"help": "Evaluation images in each reconstruction grid (0: none)."})
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
+        argv = ["--config", str(DEFAULT_CONFIG), *argv]  # MAE's optimiser settings, not TrainArgs' BERT-ish ones
+    data_args, aug_args, mae_args, train_args, hub_args, pic_args = parse(
+        ImageDataArgs, AugmentArgs, MAEArgs, TrainArgs, HubArgs, PictureArgs, args=argv)
+    accelerator = make_accelerator(train_args)
+    out = Path(train_args.output_dir)
+    if mae_args.base_learning_rate > 0:  # MAE's linear scaling rule, on the batch of all processes
+        total = train_args.per_device_train_batch_size * train_args.gradient_accumulation_steps
+        train_args.learning_rate = mae_args.base_learning_rate * total * accelerator.num_processes / 256
+    accelerator.print(f"learning rate {train_args.learning_rate:.3g}")
+
+    # Images: decoded once to fixed-size uint8 (cached by datasets); augmentation happens per step on the
+    # device, and the evaluation set gets its masking noise drawn once, so every evaluation is comparable.
+    with accelerator.main_process_first():
+        data = load_images(data_args, seed=train_args.seed)
+    accelerator.print(data.report)
+    model = MAEPretrainer(mae_config(mae_args, data.image_size))
+    views, plain = ImageViews(data.mean, data.std, aug_args), ImageViews(data.mean, data.std)
+    eval_set = pictures = None
+    if data.eval is not None:
+        eval_set = with_fixed_noise(data.eval.select_columns([PIXELS]), model.num_patches, train_args.seed)
+        if pic_args.num_pictures > 0:
+            rows = eval_set[: pic_args.num_pictures]
+            pictures = ReconstructionPictures(accelerator, pixels_from_bytes(rows[PIXELS]),
+                                              torch.tensor(rows["noise"]), plain, out)
+    accelerator.print(f"model: MAE {mae_args.preset}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+                      f"parameters, {model.num_patches} patches of {mae_args.patch_size}x{mae_args.patch_size}, "
+                      f"{mae_args.mask_ratio:.0%} dropped; pixel mean {data.mean}, std {data.std}")
+
+    result = fit(accelerator, model, train_args, train_data=data.train.select_columns([PIXELS]),
+                 collate_fn=collate_images, transform=MAEBatchTransform(views, model.num_patches),
+                 eval_data=eval_set, eval_step=mae_eval_step(plain), eval_summary=mae_summary,
+                 on_evaluate=pictures)
+
+    if accelerator.is_main_process:
+        card = ModelCardInfo(
+            model_name=hub_args.hub_model_id or out.name, method="mae", base_model_type="vit",
+            tags=["vit", "mae", "image-feature-extraction"], pipeline_tag="image-feature-extraction",
+            datasets_description=f"{data.report}; images resized to {data.image_size}x{data.image_size} RGB",
+            hyperparameters={**asdict(mae_args), **asdict(aug_args), **asdict(train_args),
+                             "image_size": data.image_size, "image_mean": data.mean, "image_std": data.std},
+            metrics={**result.eval_metrics, "steps": result.step})
+        folder = export_vit(result.model, out / "model", mean=data.mean, std=data.std, card=card,
+                            overwrite=train_args.overwrite_output_dir or train_args.resume,
+                            secrets=[hub_args.hub_token] if hub_args.hub_token else ())
+        print(f"saved the pretrained encoder to {folder} (a plain ViT: AutoModel / "
+              f"AutoModelForImageClassification.from_pretrained('{folder}', num_labels=...))")
+        if pictures is not None:
+            print(f"reconstruction pictures in {pictures.folder}")
+        push_if_requested(folder, hub_args)
+
+
+if __name__ == "__main__":
+    main()
