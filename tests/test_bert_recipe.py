@@ -44,9 +44,14 @@ def trained(corpus, tmp_path_factory) -> Path:
 
 
 def test_output_folder_loads_with_auto_classes(trained):
-    from transformers import (AutoModelForMaskedLM, AutoModelForQuestionAnswering,
-                              AutoModelForSequenceClassification, AutoTokenizer, BertForPreTraining)
     from safetensors.torch import load_file
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertForPreTraining,
+    )
 
     folder = trained / "model"
     assert (folder / "model.safetensors").is_file() and not (folder / "pytorch_model.bin").exists()
