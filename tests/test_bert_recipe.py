@@ -110,11 +110,15 @@ def torchrun(n: int, corpus: Path, out: Path, *extra: str) -> str:
 
 def test_two_processes_shard_the_data(corpus, tmp_path):
     """Two real processes: each runs half the optimizer steps of one process over one epoch."""
-    one = torchrun(1, corpus, tmp_path / "one", "--num_epochs", "1")
-    two = torchrun(2, corpus, tmp_path / "two", "--num_epochs", "1")
+    epoch = ["--max_steps", "-1", "--num_epochs", "1", "--per_device_train_batch_size", "16"]
+    one = torchrun(1, corpus, tmp_path / "one", *epoch)
+    # same tokenizer, hence the same instances (WordPiece training is not bit-reproducible between runs)
+    two = torchrun(2, corpus, tmp_path / "two", *epoch, "--tokenizer_name_or_path", str(tmp_path / "one/tokenizer"))
     steps_one = int(one.split("[process 0/1] finished ")[1].split()[0])
     steps_two = {int(two.split(f"[process {i}/2] finished ")[1].split()[0]) for i in range(2)}
     assert len(steps_two) == 1, "both processes must take the same number of optimizer steps"
+    # each process gets every other batch; the training loader drops incomplete batches (drop_last), so
+    # with an odd batch count the last one is left out rather than repeated
     assert steps_two.pop() == steps_one // 2
     last = [json.loads(x) for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(x["loss"])) for x in last if "loss" in x)
