@@ -131,6 +131,7 @@ def save_model_folder(
         for extra in (tokenizer, processor):
             if extra is not None:
                 extra.save_pretrained(tmp)
+        write_vocab_txt(tokenizer, tmp)
         if card is not None:
             write_model_card(tmp, card, secrets=secrets)
         _assert_no_secrets(tmp, _known_secrets(secrets))
@@ -201,3 +202,14 @@ def push_if_requested(folder: str | Path, hub: HubArgs) -> str | None:
         raise SystemExit(str(err)) from None
     print(f"pushed to {url}")
     return url
+
+
+def write_vocab_txt(tokenizer, folder: Path) -> None:
+    """Tokenizers whose slow form reads ``vocab.txt`` (BERT's WordPiece) get one, one token per line in
+    id order: transformers 5 saves only ``tokenizer.json``, and other tools (and Google's code) read it."""
+    names = getattr(tokenizer, "vocab_files_names", None) or {}
+    if tokenizer is None or names.get("vocab_file") != "vocab.txt" or (folder / "vocab.txt").exists():
+        return
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    if [i for _, i in vocab] == list(range(len(vocab))):
+        (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")

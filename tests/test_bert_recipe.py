@@ -71,6 +71,8 @@ def test_output_folder_loads_with_auto_classes(trained):
             if key.startswith("bert.encoder.") and key in state:
                 assert torch.equal(state[key], value), key
     tok = AutoTokenizer.from_pretrained(folder)
+    vocab = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert vocab == [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
     enc = tok("she was happy.", "he was not.")
     assert enc["input_ids"][0] == tok.cls_token_id and enc["input_ids"].count(tok.sep_token_id) == 2
     assert set(enc["token_type_ids"]) == {0, 1} and tok.model_max_length == 64

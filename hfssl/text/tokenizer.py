@@ -115,13 +115,14 @@ def train_wordpiece(texts: Iterable[str] | datasets.Dataset, *, vocab_size: int 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> Path:
     """``save_pretrained`` plus a ``vocab.txt`` (one token per line, in id order)."""
+    from hfssl.hub import write_vocab_txt
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(folder)
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    if [i for _, i in vocab] != list(range(len(vocab))):
-        raise ValueError("vocabulary ids are not consecutive; cannot write vocab.txt")
-    (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    write_vocab_txt(tokenizer, folder)
+    if not (folder / "vocab.txt").is_file():
+        raise ValueError(f"could not write {folder / 'vocab.txt'}: not a WordPiece tokenizer with consecutive ids")
     return folder
 
 
