@@ -64,7 +64,8 @@ def main(argv=None):
         train_pairs = InstanceBuilder.from_documents(split["train"], tokenizer, nsp_args, seed=train_args.seed)
         eval_instances = split["test"] and InstanceBuilder.from_documents(
             split["test"], tokenizer, nsp_args, seed=train_args.seed + 1).for_epoch(0)
-        accelerator.print(f"train: {format_stats(train_pairs.stats(train_pairs.for_epoch(0)))}")
+        accelerator.print(f"train: {format_stats(train_pairs.stats(train_pairs.for_epoch(0)))}; "
+                          f"{train_pairs.corpus_stats()}")
     if eval_instances is not None:
         accelerator.print(f"eval:  {format_stats(train_pairs.stats(eval_instances))}")
 

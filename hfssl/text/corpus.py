@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_SEPARATOR_FOR_DEFAULT_CORPUS = r"^\s*(?:CHAPTER|Chapter)\s+(?:[IVXLC]+|\d+)\b"
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
 SUFFIXES = (*TEXT_SUFFIXES, ".parquet")
+_WHOLE_FILE_BYTES = 64 * 2**20  # on disk; larger files are read line by line
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")  # a blank (or whitespace-only) line
 _PARAGRAPH_MARK = "\u2029"  # blingfire always breaks after U+2029; str.split() removes it from the text
 _FEATURES = datasets.Features(
@@ -179,7 +180,25 @@ def _check_text_file(path: str) -> None:
 
 
 def _decoded_lines(path: str) -> Iterator[tuple[str, bool]]:
-    """(line, had undecodable bytes) for each line; bad bytes become U+FFFD."""
+    """(line, had undecodable bytes) for each line; bad bytes become U+FFFD.
+
+    A file under 64 MB that decodes cleanly is decoded in one call (several times faster than line by
+    line) and split on ``\n`` only, exactly as iterating over the binary file does; larger files stream."""
+    text = None
+    if os.path.getsize(path) < _WHOLE_FILE_BYTES:
+        with _open_bytes(path) as f:
+            data = f.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    if text is not None:
+        lines = text.split("\n")
+        last = lines.pop()
+        yield from ((line + "\n", False) for line in lines)
+        if last:
+            yield last, False
+        return
     with _open_bytes(path) as f:
         for raw in f:
             try:
