@@ -286,3 +286,16 @@ def finish(trainer, train_result) -> dict:
     if trainer.is_world_process_zero():
         print(f"saved the fine-tuned model to {trainer.args.output_dir}; metrics in all_results.json")
     return metrics
+
+
+def train_and_finish(trainer) -> dict:
+    """``trainer.train`` (resuming when ``--resume_from_checkpoint`` is set), then :func:`finish`."""
+    return finish(trainer, trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint))
+
+
+def run_cli(main) -> None:
+    """Run a recipe's ``main``; bad input (:class:`DataError`) exits with its message, no traceback."""
+    try:
+        main()
+    except DataError as err:
+        raise SystemExit(f"error: {err}") from None

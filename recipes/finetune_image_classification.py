@@ -26,7 +26,6 @@ from hfssl.finetune import (
     check_output_dir,
     classification_metrics,
     describe_loading,
-    finish,
     load_model,
 )
 from hfssl.methods.mae import MAEArgs, mae_config
@@ -86,7 +85,7 @@ def main(argv=None) -> dict:
                       train_dataset=data.train.with_transform(ClassificationTransform(ImageViews(mean, std, aug_args))),
                       eval_dataset=data.eval.with_transform(ClassificationTransform(ImageViews(mean, std))),
                       compute_metrics=classification_metrics())
-    metrics = finish(trainer, trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint))
+    metrics = train_and_finish(trainer)
     if trainer.is_world_process_zero():
         print(f"eval accuracy {metrics['eval_accuracy']:.4f}; "
               f"pipeline('image-classification', model='{training_args.output_dir}') runs it")

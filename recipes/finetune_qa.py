@@ -13,15 +13,15 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenize
 
 from hfssl.config import parse
 from hfssl.finetune import (
-    DataError,
     DataFilesArgs,
     FinetuneTrainingArguments,
     ModelArgs,
     check_output_dir,
     describe_loading,
     effective_max_length,
-    finish,
     load_model,
+    run_cli,
+    train_and_finish,
 )
 from hfssl.finetune_qa import QAArgs, featurize, load_qa_data, model_inputs, qa_metrics
 
@@ -54,12 +54,8 @@ def main(argv=None) -> dict:
     trainer = Trainer(model=model, args=training_args, train_dataset=model_inputs(features["train"]),
                       eval_dataset=model_inputs(features["validation"]), processing_class=tokenizer,
                       compute_metrics=qa_metrics(raw["validation"], features["validation"], qa))
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    return finish(trainer, train_result)
+    return train_and_finish(trainer)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as err:
-        raise SystemExit(f"error: {err}") from None
+    run_cli(main)

@@ -12,7 +12,6 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from hfssl.config import parse
 from hfssl.finetune import (
-    DataError,
     DataFilesArgs,
     FinetuneTrainingArguments,
     ModelArgs,
@@ -22,9 +21,10 @@ from hfssl.finetune import (
     describe_loading,
     effective_max_length,
     encode_classification,
-    finish,
     load_classification_data,
     load_model,
+    run_cli,
+    train_and_finish,
 )
 
 
@@ -58,12 +58,8 @@ def main(argv=None) -> dict:
     trainer = Trainer(model=model, args=training_args, train_dataset=encoded["train"],
                       eval_dataset=encoded["validation"], processing_class=tokenizer,
                       compute_metrics=classification_metrics())
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    return finish(trainer, train_result)
+    return train_and_finish(trainer)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as err:
-        raise SystemExit(f"error: {err}") from None
+    run_cli(main)
