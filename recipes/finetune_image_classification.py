@@ -27,6 +27,7 @@ from hfssl.finetune import (
     classification_metrics,
     describe_loading,
     load_model,
+    train_and_finish,
 )
 from hfssl.methods.mae import MAEArgs, mae_config
 from hfssl.vision.data import ImageDataArgs, load_images
