@@ -1,7 +1,7 @@
 """Train a BERT WordPiece tokenizer on a corpus and save a folder that AutoTokenizer loads.
 
     python recipes/train_tokenizer.py --config recipes/configs/train_tokenizer.yaml
-    python recipes/train_tokenizer.py --corpus ../shared/data/text/austen --output_dir runs/tok --vocab_size 8192
+    python recipes/train_tokenizer.py --corpus path/to/texts --output_dir runs/tok --vocab_size 8192
 
 With no --corpus it trains on the embedded Jane Austen novels (one document per chapter).
 """
