@@ -1,0 +1,116 @@
+"""transformers ResNet / ViT backbones for contrastive pretraining, and their pooled feature size.
+
+The backbone is a plain ``ResNetModel`` / ``ViTModel`` so its ``save_pretrained`` folder loads with
+``AutoModelForImageClassification`` (only ``classifier.*`` new). The feature size is read from the config
+(``hidden_sizes[-1]`` / ``hidden_size``), never from a layer such as ``fc.in_features`` that a method may
+have replaced.
+
+Small images: transformers' ResNet stem is hard-coded (``ResNetEmbeddings``: a 7x7 stride-2 conv then a
+stride-2 max-pool, whatever the config says; ``downsample_in_first_stage`` only concerns stage 1 and
+``embedding_size`` only the stem's width). A CIFAR-style 3x3 stride-1 stem is therefore impossible within
+``ResNetConfig``. Instead, with ``small_image_stem`` and images of at most 64 px, the pixels are upsampled
+(bilinear) to :func:`input_size` = 4 x image_size before the stem, so the stem's output is as large as the
+original image (what a CIFAR stem gives). Fine-tuning must feed the same size: the exported image
+processor should resize to :func:`input_size`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, ResNetConfig, ResNetModel, ViTConfig, ViTModel
+
+RESNET_PRESETS = {  # (layer_type, hidden_sizes, depths, embedding_size)
+    "tiny": ("basic", [16, 32, 64, 128], [1, 1, 1, 1], 16),
+    "resnet18": ("basic", [64, 128, 256, 512], [2, 2, 2, 2], 64),
+    "resnet34": ("basic", [64, 128, 256, 512], [3, 4, 6, 3], 64),
+    "resnet50": ("bottleneck", [256, 512, 1024, 2048], [3, 4, 6, 3], 64),
+}
+VIT_PRESETS = {  # (hidden_size, num_hidden_layers, num_attention_heads, patch_size)
+    "tiny": (192, 12, 3, 16),
+    "small": (384, 12, 6, 16),
+    "base": (768, 12, 12, 16),
+    "test": (32, 2, 2, 4),
+}
+SMALL_IMAGE = 64  # images up to this size count as small
+SMALL_IMAGE_UPSAMPLE = 4  # upsampling that undoes the stem's stride 4 (conv stride 2 + max-pool stride 2)
+
+
+@dataclass
+class BackboneArgs:
+    """Which transformers encoder to pretrain."""
+
+    kind: str = field(default="resnet", metadata={"help": "resnet or vit."})
+    preset: str = field(default="resnet18", metadata={"help": f"resnet: {', '.join(RESNET_PRESETS)}; "
+                                                            f"vit: {', '.join(VIT_PRESETS)}."})
+    image_size: int = field(default=32, metadata={"help": "Side of the (square) input images, in pixels."})
+    small_image_stem: bool = field(default=True, metadata={
+        "help": "ResNet on images <= 64 px: upsample 4x before the fixed 7x7/2 + max-pool stem."})
+    vit_pooling: str = field(default="cls", metadata={"help": "ViT features: cls token or mean of patches."})
+
+    def __post_init__(self):
+        presets = {"resnet": RESNET_PRESETS, "vit": VIT_PRESETS}.get(self.kind)
+        if presets is None:
+            raise ValueError(f"kind must be resnet or vit, not {self.kind!r}")
+        if self.preset not in presets:
+            raise ValueError(f"unknown {self.kind} preset {self.preset!r}; choose from {', '.join(presets)}")
+        if self.vit_pooling not in ("cls", "mean"):
+            raise ValueError(f"vit_pooling must be cls or mean, not {self.vit_pooling!r}")
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {self.image_size}")
+
+
+def input_size(args: BackboneArgs) -> int:
+    """The side the backbone actually sees: ``image_size``, or 4x for a small-image ResNet."""
+    small = args.kind == "resnet" and args.small_image_stem and args.image_size <= SMALL_IMAGE
+    return args.image_size * SMALL_IMAGE_UPSAMPLE if small else args.image_size
+
+
+def build_backbone(args: BackboneArgs) -> PreTrainedModel:
+    """A randomly initialised ``ResNetModel`` or ``ViTModel`` (no classification head)."""
+    if args.kind == "resnet":
+        layer_type, hidden_sizes, depths, embedding_size = RESNET_PRESETS[args.preset]
+        config = ResNetConfig(layer_type=layer_type, hidden_sizes=hidden_sizes, depths=depths,
+                              embedding_size=embedding_size, downsample_in_first_stage=False)
+        model = ResNetModel(config)
+    else:
+        hidden, layers, heads, patch = VIT_PRESETS[args.preset]
+        if args.image_size % patch:
+            raise ValueError(f"image_size {args.image_size} is not a multiple of the ViT patch size {patch}")
+        config = ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                           intermediate_size=4 * hidden, image_size=args.image_size, patch_size=patch)
+        model = ViTModel(config, add_pooling_layer=False)
+    # saved with the config and read by features(): the side to upsample small images to (None: never)
+    model.config.hfssl_upsample_to = input_size(args) if input_size(args) != args.image_size else None
+    model.config.hfssl_vit_pooling = args.vit_pooling
+    return model
+
+
+def feature_dim(model: PreTrainedModel) -> int:
+    """The size of :func:`features`, from the config: ResNet ``hidden_sizes[-1]``, ViT ``hidden_size``."""
+    config = model.config
+    if config.model_type == "resnet":
+        return int(config.hidden_sizes[-1])
+    if hasattr(config, "hidden_size"):
+        return int(config.hidden_size)
+    raise ValueError(f"no feature size known for model_type {config.model_type!r}")
+
+
+def features(model: PreTrainedModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` normalised pixels -> pooled features ``(B, feature_dim(model))``.
+
+    ResNet: images are first upsampled to ``config.hfssl_upsample_to`` when set (small images, see the
+    module docstring); then the global-average ``pooler_output`` ``(B, D, 1, 1)`` flattened. ViT: the final-layernormed
+    CLS token, or the mean of the patch tokens (``config.hfssl_vit_pooling``).
+    """
+    size = getattr(model.config, "hfssl_upsample_to", None)
+    if model.config.model_type == "resnet":
+        if size is not None and pixel_values.shape[-1] != size:
+            pixel_values = F.interpolate(pixel_values, size=(size, size), mode="bilinear", align_corners=False)
+        return model(pixel_values=pixel_values).pooler_output.flatten(1)  # (B, D)
+    hidden = model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + P, D)
+    if getattr(model.config, "hfssl_vit_pooling", "cls") == "mean":
+        return hidden[:, 1:].mean(1)  # (B, D)
+    return hidden[:, 0]  # (B, D)

@@ -1,0 +1,83 @@
+"""transformers ResNet / ViT backbones: feature size from the config, and Auto* loading after save."""
+
+import pytest
+import torch
+from transformers import AutoModelForImageClassification
+
+from hfssl.vision.backbones import BackboneArgs, build_backbone, feature_dim, features, input_size
+
+
+@pytest.mark.parametrize("args", [
+    BackboneArgs(kind="resnet", preset="tiny", image_size=32),
+    BackboneArgs(kind="resnet", preset="tiny", image_size=32, small_image_stem=False),
+    BackboneArgs(kind="vit", preset="test", image_size=16),
+    BackboneArgs(kind="vit", preset="test", image_size=16, vit_pooling="mean"),
+])
+def test_feature_dim_is_the_output_size(args):
+    torch.manual_seed(0)
+    model = build_backbone(args).eval()
+    x = torch.randn(2, 3, args.image_size, args.image_size)
+    with torch.no_grad():
+        f = features(model, x)
+    assert f.shape == (2, feature_dim(model))
+    if args.kind == "resnet":
+        assert feature_dim(model) == 128  # tiny preset's last hidden size
+    else:
+        assert feature_dim(model) == 32
+        hidden = model(pixel_values=x).last_hidden_state
+        ref = hidden[:, 1:].mean(1) if args.vit_pooling == "mean" else hidden[:, 0]
+        torch.testing.assert_close(f, ref)
+
+
+def test_resnet_bottleneck_feature_dim_from_config():
+    from transformers import ResNetConfig, ResNetModel
+    model = ResNetModel(ResNetConfig(layer_type="bottleneck", hidden_sizes=[8, 16, 24], depths=[1, 1, 1],
+                                     embedding_size=8)).eval()
+    with torch.no_grad():
+        assert features(model, torch.randn(1, 3, 32, 32)).shape == (1, 24) and feature_dim(model) == 24
+
+
+def test_small_image_resnet_upsamples_so_the_stem_keeps_the_resolution():
+    small = BackboneArgs(preset="tiny", image_size=32)
+    assert input_size(small) == 128
+    assert input_size(BackboneArgs(preset="tiny", image_size=32, small_image_stem=False)) == 32
+    assert input_size(BackboneArgs(preset="tiny", image_size=96)) == 96
+    assert input_size(BackboneArgs(kind="vit", preset="test", image_size=32)) == 32
+    model = build_backbone(small).eval()
+    seen = {}
+
+    def hook(module, inputs, output):
+        seen["shape"] = output.shape
+
+    model.embedder.register_forward_hook(hook)
+    with torch.no_grad():
+        features(model, torch.randn(1, 3, 32, 32))
+    assert seen["shape"][-2:] == (32, 32)  # 128 px through the stride-4 stem = the original 32 x 32
+
+
+def test_bad_args():
+    with pytest.raises(ValueError):
+        BackboneArgs(kind="convnext")
+    with pytest.raises(ValueError):
+        BackboneArgs(kind="vit", preset="resnet18")
+    with pytest.raises(ValueError):
+        build_backbone(BackboneArgs(kind="vit", preset="test", image_size=18))
+
+
+@pytest.mark.parametrize("args", [BackboneArgs(preset="tiny", image_size=32),
+                                  BackboneArgs(kind="vit", preset="test", image_size=16)])
+def test_saved_backbone_loads_for_image_classification(tmp_path, args):
+    torch.manual_seed(0)
+    model = build_backbone(args)
+    model.save_pretrained(tmp_path)
+    clf, info = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=10, output_loading_info=True)
+    assert not info["unexpected_keys"]
+    assert info["missing_keys"] and all(k.startswith("classifier.") for k in info["missing_keys"])
+    base = clf.resnet if args.kind == "resnet" else clf.vit
+    loaded = base.state_dict()
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded[name], value), name
+    expected = input_size(args) if input_size(args) != args.image_size else None
+    assert clf.config.hfssl_upsample_to == expected
+    x = torch.randn(2, 3, args.image_size, args.image_size)
+    assert clf.eval()(pixel_values=x).logits.shape == (2, 10)
