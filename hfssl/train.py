@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hfssl.checkpoint import latest_checkpoint, prepare_output_dir, save_checkpoint
+from hfssl.logs import MetricsLogger, count_units, scalar_metrics, summarize_running
 from hfssl.optim import build_optimizer, build_scheduler
 
 
@@ -86,31 +86,6 @@ def step_generator(seed: int, step: int, micro: int, process: int, device="cpu")
     g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + step * 1_009 + micro * 101 + process * 7_919) % (2**63 - 1))
     return g
-
-
-class MetricsLogger:
-    """Writes metrics to ``metrics.jsonl`` in the output folder and to Accelerate's trackers."""
-
-    def __init__(self, accelerator: Accelerator, output_dir: Path):
-        self.accelerator, self.path = accelerator, output_dir / "metrics.jsonl"
-
-    def log(self, metrics: dict[str, float], step: int):
-        self.accelerator.log(metrics, step=step)
-        if self.accelerator.is_main_process:
-            with self.path.open("a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
-
-
-def scalar_metrics(output: Any) -> dict[str, float]:
-    """The 0-d tensors and floats of a model output (``loss``, ``mlm_accuracy`` ...)."""
-    items = output.items() if hasattr(output, "items") else vars(output).items()
-    out = {}
-    for k, v in items:
-        if isinstance(v, torch.Tensor) and v.numel() == 1:
-            out[k] = float(v.detach())
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = float(v)
-    return out
 
 
 def make_accelerator(args: TrainArgs) -> Accelerator:
@@ -288,20 +263,3 @@ def batch_device(batch) -> torch.device:
     """The device of the first tensor in a batch (where a transform's generator must live)."""
     values = batch.values() if isinstance(batch, dict) else batch
     return next((v.device for v in values if isinstance(v, torch.Tensor)), torch.device("cpu"))
-
-
-def count_units(batch) -> tuple[str, int]:
-    """What throughput counts: real tokens of a text batch (attention mask sum), else examples."""
-    if isinstance(batch, dict) and "attention_mask" in batch:
-        return "tokens", int(batch["attention_mask"].sum())
-    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
-    return "samples", len(first)
-
-
-def summarize_running(running: dict, unit: str, count: int, seconds: float, scheduler) -> dict[str, float]:
-    """Means of the metrics since the last log, throughput (``tokens_per_s``) and the learning rate."""
-    n = running.pop("_n", 1)
-    metrics = {k: v / n for k, v in running.items()}
-    metrics[f"{unit}_per_s"] = count / max(seconds, 1e-9)
-    metrics["lr"] = scheduler.get_last_lr()[0]
-    return metrics

@@ -7,16 +7,15 @@ modules, same parameter names, same ``save_pretrained`` folder) but gathers the 
 first and runs the prediction head on those rows only, and its cross-entropy writes the gradient of
 the logits during the forward pass (one fp32 buffer, no separate argmax for the accuracy). The loss
 and the gradients are the same as Hugging Face's (tested to 1e-5); on 2 CPU threads a whole training
-step of BERT-mini is ~2.8x faster, BERT-tiny ~5x (benchmarks/bert_pretrain.py).
+step of BERT-mini is ~2.4-3.1x faster, BERT-tiny ~4.4-5.6x (benchmarks/bert_pretrain.py).
 
 Paper: Devlin et al. 2019, BERT, https://arxiv.org/abs/1810.04805
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,135 +23,14 @@ from torch import nn
 from transformers import BertConfig, BertForPreTraining
 from transformers.utils import ModelOutput
 
+from hfssl.methods.bert_config import (  # noqa: F401  (re-exported: the method's public API)
+    PRESETS,
+    BertModelArgs,
+    bert_config,
+    parse_config_overrides,
+)
+
 IGNORE_INDEX = -100  # label of a position that is not predicted (Hugging Face / PyTorch convention)
-
-PRESETS: dict[str, dict[str, int]] = {  # BERT family sizes (Turc et al. 2019, "Well-Read Students")
-    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
-    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
-    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
-    "medium": dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
-    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
-}
-
-# Set from the tokenizer, never from an override string: a mismatch breaks the embeddings.
-_NOT_OVERRIDABLE = {"vocab_size", "pad_token_id"}
-
-
-@dataclass
-class BertModelArgs:
-    """Which BERT to build: a size preset plus a few pretraining knobs."""
-
-    preset: str = field(default="tiny", metadata={"help": f"model size, one of {', '.join(PRESETS)}"})
-    hidden_dropout_prob: float | None = field(
-        default=None, metadata={"help": "dropout on hidden states; None keeps BERT's 0.1"}
-    )
-    attention_probs_dropout_prob: float | None = field(
-        default=None, metadata={"help": "dropout on attention probabilities; None keeps BERT's 0.1"}
-    )
-    max_position_embeddings: int = field(default=512, metadata={"help": "longest sequence the model accepts"})
-    sinusoidal_positions: float = field(
-        default=0.0,
-        metadata={"help": "if > 0, initialise the (learned, standard) position embeddings with sinusoids of "
-                          "this standard deviation instead of random values: an init only, the architecture "
-                          "and checkpoint format stay BERT's"},
-    )
-    config_overrides: str | None = field(
-        default=None,
-        metadata={"help": "extra BertConfig fields as 'key=value,key=value' (e.g. 'hidden_act=gelu_new'), applied last"},
-    )
-
-    def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset={self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"{name}={value} must be in [0, 1)")
-        if self.max_position_embeddings < 1:
-            raise ValueError(f"max_position_embeddings={self.max_position_embeddings} must be positive")
-        parse_config_overrides(self.config_overrides)  # fail at argument parsing, not after data loading
-
-
-def _overridable_defaults() -> dict[str, object]:
-    """BertConfig's own fields (not the generic PreTrainedConfig ones) and their default values."""
-    own = set(BertConfig.__annotations__) - _NOT_OVERRIDABLE
-    return {f.name: f.default for f in dataclasses.fields(BertConfig) if f.name in own}
-
-
-def _parse_value(key: str, raw: str, default: object) -> object:
-    """Convert ``raw`` to the type of BertConfig's default for ``key``."""
-    low = raw.strip().lower()
-    try:
-        if isinstance(default, bool):
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError("expected true or false")
-            return low in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, str):
-            return raw.strip()
-    except ValueError as err:
-        raise ValueError(
-            f"config_overrides: {key}={raw!r} is not a valid {type(default).__name__} ({err})"
-        ) from None
-    # The default is None (e.g. classifier_dropout): take the most specific literal.
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw.strip()
-
-
-def parse_config_overrides(text: str | None) -> dict[str, object]:
-    """Parse ``"key=value,key=value"`` into typed BertConfig keyword arguments.
-
-    Types come from BertConfig's defaults. An unknown key, a key that comes from the tokenizer
-    (``vocab_size``, ``pad_token_id``) or an item without ``=`` raises ``ValueError`` naming it.
-    """
-    if not text or not text.strip():
-        return {}
-    defaults = _overridable_defaults()
-    out: dict[str, object] = {}
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"config_overrides: item {item!r} is not key=value")
-        if key in _NOT_OVERRIDABLE:
-            raise ValueError(f"config_overrides: {key!r} is set from the tokenizer and cannot be overridden")
-        if key not in defaults:
-            raise ValueError(
-                f"config_overrides: unknown BertConfig key {key!r}; valid keys: {', '.join(sorted(defaults))}"
-            )
-        out[key] = _parse_value(key, raw, defaults[key])
-    return out
-
-
-def bert_config(args: BertModelArgs, vocab_size: int, pad_token_id: int = 0) -> BertConfig:
-    """The ``BertConfig`` for ``args`` (preset < dropout fields < overrides), with SDPA attention."""
-    if vocab_size < 1 or not 0 <= pad_token_id < vocab_size:
-        raise ValueError(f"need vocab_size >= 1 and 0 <= pad_token_id < vocab_size, got {vocab_size}, {pad_token_id}")
-    kwargs: dict[str, object] = dict(PRESETS[args.preset])
-    kwargs.update(vocab_size=vocab_size, pad_token_id=pad_token_id,
-                  max_position_embeddings=args.max_position_embeddings)
-    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-        if getattr(args, name) is not None:
-            kwargs[name] = getattr(args, name)
-    kwargs.update(parse_config_overrides(args.config_overrides))
-    config = BertConfig(attn_implementation="sdpa", **kwargs)
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(
-            f"hidden_size={config.hidden_size} is not a multiple of num_attention_heads={config.num_attention_heads}"
-        )
-    return config
-
 
 class _MaskedCrossEntropy(torch.autograd.Function):
     """Cross-entropy summed over rows and divided by ``denom``, plus the argmax of every row.

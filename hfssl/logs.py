@@ -1,0 +1,53 @@
+"""What the training loop logs: metrics to ``metrics.jsonl`` and Accelerate's trackers, running means,
+throughput (tokens/s for text, samples/s otherwise)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+
+class MetricsLogger:
+    """Writes metrics to ``metrics.jsonl`` in the output folder and to Accelerate's trackers."""
+
+    def __init__(self, accelerator: Accelerator, output_dir: Path):
+        self.accelerator, self.path = accelerator, output_dir / "metrics.jsonl"
+
+    def log(self, metrics: dict[str, float], step: int):
+        self.accelerator.log(metrics, step=step)
+        if self.accelerator.is_main_process:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def scalar_metrics(output: Any) -> dict[str, float]:
+    """The 0-d tensors and floats of a model output (``loss``, ``mlm_accuracy`` ...)."""
+    items = output.items() if hasattr(output, "items") else vars(output).items()
+    out = {}
+    for k, v in items:
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            out[k] = float(v.detach())
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = float(v)
+    return out
+
+
+def count_units(batch) -> tuple[str, int]:
+    """What throughput counts: real tokens of a text batch (attention mask sum), else examples."""
+    if isinstance(batch, dict) and "attention_mask" in batch:
+        return "tokens", int(batch["attention_mask"].sum())
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return "samples", len(first)
+
+
+def summarize_running(running: dict, unit: str, count: int, seconds: float, scheduler) -> dict[str, float]:
+    """Means of the metrics since the last log, throughput (``tokens_per_s``) and the learning rate."""
+    n = running.pop("_n", 1)
+    metrics = {k: v / n for k, v in running.items()}
+    metrics[f"{unit}_per_s"] = count / max(seconds, 1e-9)
+    metrics["lr"] = scheduler.get_last_lr()[0]
+    return metrics
