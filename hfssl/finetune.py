@@ -4,9 +4,7 @@ Shared by ``recipes/finetune_text_classification.py`` and ``recipes/finetune_qa.
 :mod:`hfssl.finetune_qa`). Bad data is an error that names the file, the row and the column; nothing is
 skipped silently.
 
-Metrics work offline: ``evaluate.load("accuracy")`` fetches a script from the Hub (evaluate 0.4 ships
-none), so :class:`Accuracy` and :class:`F1` are ``evaluate.Metric`` subclasses defined here, with the
-same inputs and outputs as the Hub's ``accuracy`` / ``f1`` (macro by default here).
+Metrics come from :mod:`hfssl.metrics` (offline ``evaluate.Metric`` classes).
 """
 
 from __future__ import annotations
