@@ -29,7 +29,8 @@ _METHOD_TEXT = {
     "([Devlin et al., 2019](https://arxiv.org/abs/1810.04805))",
     "mae": "masked autoencoding ([He et al., 2021](https://arxiv.org/abs/2111.06377))",
     "simclr": "contrastive learning, SimCLR ([Chen et al., 2020](https://arxiv.org/abs/2002.05709))",
-    "moco": "momentum contrast, MoCo v3 ([Chen et al., 2021](https://arxiv.org/abs/2104.02057))",
+    "moco": "momentum contrast, MoCo ([He et al., 2020](https://arxiv.org/abs/1911.05722); v2 "
+    "[Chen et al., 2020](https://arxiv.org/abs/2003.04297), v3 [Chen et al., 2021](https://arxiv.org/abs/2104.02057))",
     "byol": "bootstrap your own latent, BYOL ([Grill et al., 2020](https://arxiv.org/abs/2006.07733))",
 }
 

@@ -151,6 +151,7 @@ def fit(
     eval_summary: Callable = lambda totals: totals,
     on_step_end: Callable | None = None,
     on_evaluate: Callable | None = None,
+    before_evaluate: Callable | None = None,
 ) -> FitResult:
     """Train ``model`` (forward returns ``.loss``) for ``args.max_steps`` or ``args.num_epochs``.
 
@@ -159,6 +160,7 @@ def fit(
     ``on_step_end(model, step, total_steps)`` runs after each optimizer step on the unwrapped model.
     ``on_evaluate(model, step, metrics)`` runs after each evaluation on every process (e.g. to save
     reconstruction pictures or log extra figures; guard file writes with ``accelerator.is_main_process``).
+    ``before_evaluate(model, step)`` runs before each evaluation on every process (e.g. to encode a kNN bank).
     """
     out, main = Path(args.output_dir), accelerator.is_main_process
     epoch_data = train_data if callable(train_data) else (lambda epoch: train_data)
@@ -196,6 +198,8 @@ def fit(
     def run_eval() -> dict:
         if eval_loader is None:
             return {}
+        if before_evaluate is not None:
+            before_evaluate(unwrapped, state["step"])
         metrics = evaluate(accelerator, unwrapped, eval_loader, eval_step, eval_summary, args.seed)
         metrics = {f"eval_{k}": v for k, v in metrics.items()}
         logger.log(metrics, state["step"])

@@ -47,7 +47,9 @@ class BackboneArgs:
                                                             f"vit: {', '.join(VIT_PRESETS)}."})
     image_size: int = field(default=32, metadata={"help": "Side of the (square) input images, in pixels."})
     small_image_stem: bool = field(default=True, metadata={
-        "help": "ResNet on images <= 64 px: upsample 4x before the fixed 7x7/2 + max-pool stem."})
+        "help": "ResNet on images <= 64 px: upsample before the fixed 7x7/2 + max-pool stem."})
+    small_image_upsample: int = field(default=SMALL_IMAGE_UPSAMPLE, metadata={
+        "help": "The upsampling factor of small_image_stem: 4 undoes the stem's stride; 2 costs 4x less."})
     vit_pooling: str = field(default="cls", metadata={"help": "ViT features: cls token or mean of patches."})
 
     def __post_init__(self):
@@ -58,14 +60,17 @@ class BackboneArgs:
             raise ValueError(f"unknown {self.kind} preset {self.preset!r}; choose from {', '.join(presets)}")
         if self.vit_pooling not in ("cls", "mean"):
             raise ValueError(f"vit_pooling must be cls or mean, not {self.vit_pooling!r}")
+        if self.small_image_upsample < 1:
+            raise ValueError(f"small_image_upsample must be >= 1, got {self.small_image_upsample}")
         if self.image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {self.image_size}")
 
 
 def input_size(args: BackboneArgs) -> int:
-    """The side the backbone actually sees: ``image_size``, or 4x for a small-image ResNet."""
+    """The side the backbone actually sees: ``image_size``, or ``small_image_upsample`` x (default 4) for a
+    small-image ResNet."""
     small = args.kind == "resnet" and args.small_image_stem and args.image_size <= SMALL_IMAGE
-    return args.image_size * SMALL_IMAGE_UPSAMPLE if small else args.image_size
+    return args.image_size * args.small_image_upsample if small else args.image_size
 
 
 def build_backbone(args: BackboneArgs) -> PreTrainedModel:

@@ -56,3 +56,13 @@ def export_vit(model: MAEPretrainer | ViTMAEForPreTraining, folder: str | Path, 
     vit = mae_encoder_as_vit(model)
     processor = vit_image_processor(vit.config.image_size, mean, std)
     return save_model_folder(vit, folder, processor=processor, card=card, overwrite=overwrite, secrets=secrets)
+
+
+def export_backbone(backbone, folder: str | Path, *, image_size: int, mean: Sequence[float], std: Sequence[float],
+                    card: ModelCardInfo | None = None, overwrite: bool = False, secrets: Iterable[str] = ()) -> Path:
+    """Save a contrastive method's ``ResNetModel`` / ``ViTModel`` with the processor that feeds it what it
+    was trained on: images resized to the side the backbone really sees (``config.hfssl_upsample_to`` for a
+    small-image ResNet, which training reached by upsampling; else ``image_size``). Main process only."""
+    side = getattr(backbone.config, "hfssl_upsample_to", None) or image_size
+    processor = vit_image_processor(side, mean, std)
+    return save_model_folder(backbone, folder, processor=processor, card=card, overwrite=overwrite, secrets=secrets)

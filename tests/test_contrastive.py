@@ -1,0 +1,165 @@
+"""SimCLR / MoCo / BYOL modules: what each loss is made of (against references built in the test), the
+momentum update, MoCo's queue and shuffle BN, targets out of the optimizer, the collapse statistic, and
+the kNN / linear-probe evaluation against brute force."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hfssl.losses import byol_loss, nt_xent
+from hfssl.methods.byol import BYOL
+from hfssl.methods.contrastive import CollapseGuard, SSLArgs, embedding_std
+from hfssl.methods.moco import MoCo
+from hfssl.methods.simclr import SimCLR
+from hfssl.optim import build_optimizer
+from hfssl.vision.backbones import BackboneArgs, build_backbone
+from hfssl.vision.probe import knn_predict, linear_probe
+
+N = 8
+
+
+def backbone():
+    torch.manual_seed(0)
+    return build_backbone(BackboneArgs(kind="resnet", preset="tiny", image_size=16, small_image_upsample=2))
+
+
+def views(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, 3, 16, 16, generator=g), torch.randn(N, 3, 16, 16, generator=g)
+
+
+def small(**kw) -> SSLArgs:
+    return SSLArgs(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=20, **kw)
+
+
+def test_simclr_loss_is_nt_xent_of_the_projections_and_trains_the_backbone():
+    model = SimCLR(backbone(), small(temperature=0.3))
+    v1, v2 = views()
+    out = model(v1, v2)
+    model.eval()  # BN with running stats is per-sample: project each view alone and compare
+    z = model.encoder(torch.cat([v1, v2]))[1]
+    torch.testing.assert_close(model(v1, v2).loss, nt_xent(*z.chunk(2), temperature=0.3))
+    out.loss.backward()
+    assert model.backbone.embedder.embedder.convolution.weight.grad.abs().sum() > 0
+    assert 0 < float(out.embed_std) <= 1.5
+
+
+def test_byol_target_starts_equal_stays_out_of_the_optimizer_and_follows_the_ema():
+    model = BYOL(backbone(), small(momentum=0.9, momentum_final=0.9))
+    for (name, t), o in zip(model.target.named_parameters(), model.online.parameters()):
+        assert torch.equal(t, o) and not t.requires_grad, name
+    opt = build_optimizer(model, 0.1, 0.0)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not any(id(p) in in_opt for p in model.target.parameters())
+    assert all(id(p) in in_opt for p in [*model.online.parameters(), *model.predictor.parameters()])
+    v1, v2 = views()
+    out = model(v1, v2)
+    out.loss.backward()
+    assert all(p.grad is None for p in model.target.parameters())
+    before = [t.clone() for t in model.target.parameters()]
+    opt.step()
+    model.step_end(1, 10)
+    for b, t, o in zip(before, model.target.parameters(), model.online.parameters()):
+        torch.testing.assert_close(t, 0.9 * b + 0.1 * o.detach())
+
+
+def test_byol_loss_is_symmetric_regression_on_the_target_projections():
+    model = BYOL(backbone(), small()).eval()
+    v1, v2 = views()
+    p1, p2 = model.predictor(model.online(v1)[1]), model.predictor(model.online(v2)[1])
+    t1, t2 = model.target(v1)[1], model.target(v2)[1]
+    torch.testing.assert_close(model(v1, v2).loss, byol_loss(p1, t2) + byol_loss(p2, t1))
+
+
+def test_moco_v2_queue_holds_the_normalised_keys_and_wraps_around():
+    model = MoCo(backbone(), small(bn_splits=1, symmetric=False))
+    assert "queue" in model.state_dict() and "queue_ptr" in model.state_dict()  # saved in checkpoints
+    v1, v2 = views()
+    old = model.queue.clone()
+    with torch.no_grad():
+        keys = F.normalize(model.key(v2)[1], dim=1)  # BN over the whole batch: permutation does not matter
+    q = model.query(v1)[1]
+    want = F.cross_entropy(torch.cat([(F.normalize(q, dim=1) * keys).sum(1, keepdim=True),
+                                      F.normalize(q, dim=1) @ old.T], 1) / 0.2, torch.zeros(N, dtype=torch.long))
+    out = model(v1, v2)
+    torch.testing.assert_close(out.loss, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.queue[:N], keys, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.queue[N:], old[N:])
+    assert int(model.queue_ptr) == N
+    model(v1, v2), model(v1, v2)  # 3 x 8 = 24 keys into 20 slots (the key encoder has not moved: same keys)
+    assert int(model.queue_ptr) == 4
+    torch.testing.assert_close(model.queue[8:16], keys, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.queue[16:20], keys[:4], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.queue[:4], keys[4:], atol=1e-5, rtol=1e-5)  # wrapped to the front
+
+
+def test_moco_shuffle_bn_encodes_keys_in_permuted_groups():
+    model = MoCo(backbone(), small(bn_splits=2))
+    _, v2 = views()
+    torch.manual_seed(5)
+    keys = model._keys(v2)
+    torch.manual_seed(5)
+    perm = torch.randperm(N)
+    with torch.no_grad():
+        parts = [model.key(c)[1] for c in v2[perm].chunk(2)]
+    want = torch.empty_like(keys)
+    want[perm] = torch.cat(parts)
+    torch.testing.assert_close(keys, want)
+    with torch.no_grad():
+        whole = model.key(v2)[1]
+    assert not torch.allclose(keys, whole, atol=1e-4)  # groups really have their own BN statistics
+
+
+def test_moco_v3_has_a_predictor_no_queue_and_a_momentum_schedule():
+    model = MoCo(backbone(), small(moco_version="v3", momentum=0.9, momentum_final=1.0))
+    assert not hasattr(model, "queue") and model.predictor is not None
+    v1, v2 = views()
+    out = model(v1, v2)
+    out.loss.backward()
+    before = [k.clone() for k in model.key.parameters()]
+    model.step_end(10, 10)  # momentum 1.0 at the end of the cosine schedule: the key encoder stays
+    for b, k in zip(before, model.key.parameters()):
+        torch.testing.assert_close(b, k)
+
+
+def test_embedding_std_and_collapse_guard():
+    assert float(embedding_std(torch.ones(64, 32))) == pytest.approx(0.0, abs=1e-6)
+    assert float(embedding_std(torch.randn(4096, 32))) == pytest.approx(1.0, abs=0.05)
+    model = SimCLR(backbone(), small())
+    model.last_embed_std = 0.01
+    guard = CollapseGuard(0.1, every=100)
+    with pytest.warns(UserWarning, match="collapsing"):
+        guard(model, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guard(model, 50)  # rate-limited
+        model.last_embed_std = 0.8
+        guard(model, 500)
+
+
+def test_knn_predict_equals_a_brute_force_vote():
+    g = torch.Generator().manual_seed(0)
+    bank, labels, queries = torch.randn(50, 6, generator=g), torch.randint(0, 4, (50,), generator=g), torch.randn(9, 6, generator=g)
+    got = knn_predict(bank, labels, queries, 4, k=7, temperature=0.1, chunk=4)
+    for q, pred in zip(queries, got):
+        sims = [float(F.cosine_similarity(q, b, dim=0)) for b in bank]
+        order = sorted(range(50), key=lambda i: -sims[i])[:7]
+        votes = [0.0] * 4
+        for i in order:
+            votes[int(labels[i])] += float(torch.exp(torch.tensor(sims[i] / 0.1)))
+        assert int(pred) == max(range(4), key=lambda c: votes[c])
+
+
+def test_linear_probe_separates_separable_classes_and_picks_l2_on_held_out_data():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 10, generator=g) * 3
+    y = torch.randint(0, 3, (600,), generator=g)
+    x = centres[y] + torch.randn(600, 10, generator=g)
+    result = linear_probe(x[:500], y[:500], x[500:], y[500:], 3)
+    assert result["linear_probe_accuracy"] > 0.95
+    shuffled = linear_probe(x[:500], y[torch.randperm(500, generator=g)], x[500:], y[500:], 3)
+    assert shuffled["linear_probe_accuracy"] < 0.6  # labels unrelated to features: chance level

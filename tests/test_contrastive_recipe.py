@@ -1,0 +1,81 @@
+"""recipes/simclr.py, moco.py and byol.py end to end on tiny labelled images: the kNN monitor in the
+progress output, the final probe, a backbone folder the Auto classes load (only the classifier new,
+weights equal, processor at the backbone's input size), MoCo's queue in the checkpoint, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_mae_recipe import NAMES, run, stripes
+from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
+
+SMALL = ["--image_size", "16", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "16",
+         "--proj_hidden_dim", "32", "--proj_dim", "16", "--pred_hidden_dim", "32", "--queue_size", "64",
+         "--logging_steps", "2", "--eval_steps", "2", "--save_steps", "0", "--max_steps", "4", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    x, y = stripes(96, 0)
+    x_test, y_test = stripes(32, 1)
+    path = tmp_path_factory.mktemp("images") / "stripes.npz"
+    np.savez(path, x=x, y=y, x_test=x_test, y_test=y_test, label_names=np.array(NAMES))
+    return path
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol"])
+def test_recipe_monitors_knn_and_exports_a_backbone_the_auto_classes_load(method, data, tmp_path):
+    out = tmp_path / method
+    log = run(f"recipes/{method}.py", "--data", data, "--output_dir", out, *SMALL)
+    assert "step 2: eval_knn_accuracy" in log and "step 4: eval_knn_accuracy" in log  # the monitor, every eval
+    assert "linear probe" in log
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("embed_std" in m for m in metrics) and any("eval_knn_accuracy" in m for m in metrics)
+    folder = out / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "resnet" and config["hfssl_upsample_to"] == 32
+    processor = AutoImageProcessor.from_pretrained(folder)
+    assert processor.size == {"height": 32, "width": 32}  # what the backbone saw: 16 px upsampled 2x
+    saved = load_file(folder / "model.safetensors")
+    classifier, info = AutoModelForImageClassification.from_pretrained(folder, num_labels=2, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["classifier.1.bias", "classifier.1.weight"]
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    for key, value in classifier.resnet.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+    assert AutoModel.from_pretrained(folder).config.hidden_sizes == config["hidden_sizes"]
+    card = (folder / "README.md").read_text()
+    assert method in card.lower() and "test_linear_probe_accuracy" in card
+    from PIL import Image
+
+    clf = pipeline("image-classification", model=classifier, image_processor=processor)
+    answer = clf(Image.fromarray(stripes(1, 3)[0][0]))
+    assert len(answer) == 2 and {a["label"] for a in answer} == {"LABEL_0", "LABEL_1"}
+
+
+def test_moco_queue_is_in_the_checkpoint_and_resume_continues(data, tmp_path):
+    out = tmp_path / "moco"
+    args = ["--data", data, "--output_dir", out, *SMALL, "--save_steps", "2", "--linear_probe", "false"]
+    run("recipes/moco.py", *args)
+    state = load_file(out / "checkpoints" / "step-4" / "model.safetensors")
+    assert state["queue"].shape == (64, 16) and int(state["queue_ptr"]) == (4 * 16) % 64  # 4 steps of 16 keys
+    log = run("recipes/moco.py", *args[:-2], "--max_steps", "6", "--resume", "true", "--linear_probe", "false")
+    assert "resumed from" in log and "step-4" in log
+
+
+def test_two_processes_train_simclr_with_sync_batchnorm(data, tmp_path):
+    out = tmp_path / "ddp"
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29700 + os.getpid() % 1000)]
+    log = run("recipes/simclr.py", "--data", data, "--output_dir", out, *SMALL, "--per_device_train_batch_size", "8",
+              "--linear_probe", "false", launcher=launcher)
+    assert "[process 1/2] finished 4 optimizer steps" in log or "finished 4" in log
+    assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_wrong_method_for_the_recipe_is_refused(data, tmp_path):
+    with pytest.raises(AssertionError, match="this recipe trains simclr"):
+        run("recipes/simclr.py", "--data", data, "--output_dir", tmp_path / "x", "--method", "byol")
