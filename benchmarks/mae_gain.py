@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from hfssl.methods.mae import MAEArgs, MAEPretrainer, mae_config  # noqa: E402
 from hfssl.vision.data import FASHION_MNIST_LABELS, arrays_to_pixels, read_idx  # noqa: E402
+from hfssl.vision.probe import knn_predict, linear_probe  # noqa: E402
 from hfssl.vision.transforms import normalize  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "images" / "fashion-mnist"
@@ -57,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune_batch", type=int, default=64)
     p.add_argument("--knn_k", type=int, default=20)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--mixed_precision", default="no", help="pretraining precision: no or bf16 (CPU autocast, AMX)")
     return p.parse_args(argv)
 
 
@@ -78,7 +80,9 @@ def calibrate_steps(args) -> int:
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
-        model(x, noise).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mixed_precision == "bf16"):
+            loss = model(x, noise).loss
+        loss.backward()
         opt.step()
         opt.zero_grad()
         times.append(time.perf_counter() - t0)
@@ -93,7 +97,8 @@ def pretrain(args, data: Path, out: Path, test_npz: Path) -> Path:
         "--output_dir", out / "mae", "--overwrite_output_dir", "true", "--max_steps", steps, "--preset", args.preset,
         "--image_size", args.image_size, "--patch_size", args.patch_size, "--per_device_train_batch_size",
         args.batch_size, "--base_learning_rate", args.base_learning_rate, "--eval_steps", max(steps // 4, 1),
-        "--save_steps", 0, "--logging_steps", max(steps // 20, 1), threads=args.threads)
+        "--save_steps", 0, "--logging_steps", max(steps // 20, 1), "--mixed_precision", args.mixed_precision,
+        threads=args.threads)
     print(f"pretrained in {(time.perf_counter() - t0) / 60:.1f} min -> {out / 'mae/model'}", flush=True)
     return out / "mae" / "model"
 
@@ -119,22 +124,15 @@ def features(encoder, x: np.ndarray, size: int, mean, std) -> torch.Tensor:
 
 
 def knn(train: torch.Tensor, y_train: np.ndarray, test: torch.Tensor, y_test: np.ndarray, k: int) -> float:
-    """Cosine kNN, majority vote of the ``k`` nearest (ties: the smaller label)."""
-    a, b = torch.nn.functional.normalize(train.float(), dim=1), torch.nn.functional.normalize(test.float(), dim=1)
-    nearest = (b @ a.T).topk(k, dim=1).indices  # (N_test, k)
-    votes = torch.from_numpy(y_train)[nearest]  # (N_test, k)
-    counts = torch.zeros(len(b), int(y_train.max()) + 1).scatter_add_(1, votes, torch.ones_like(votes, dtype=torch.float))
-    return float((counts.argmax(1).numpy() == y_test).mean())
+    """Weighted cosine kNN (hfssl.vision.probe, the monitor of the contrastive recipes)."""
+    pred = knn_predict(train, torch.from_numpy(y_train), test, int(y_train.max()) + 1, k)
+    return float((pred.numpy() == y_test).mean())
 
 
 def probe(train: torch.Tensor, y_train: np.ndarray, test: torch.Tensor, y_test: np.ndarray) -> float:
-    """Linear probe: logistic regression on standardised frozen features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(train.numpy())
-    clf = LogisticRegression(max_iter=2000).fit(scaler.transform(train.numpy()), y_train)
-    return float(clf.score(scaler.transform(test.numpy()), y_test))
+    """Linear probe: logistic regression on standardised frozen features, L2 chosen on held-out train rows."""
+    result = linear_probe(train, torch.from_numpy(y_train), test, torch.from_numpy(y_test), int(y_train.max()) + 1)
+    return result["linear_probe_accuracy"]
 
 
 def frozen_scores(args, model_dir: Path, x, y, xt, yt, seed: int) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Does pretraining help? hfssl BERT checkpoint vs the same architecture from scratch, fine-tuned alike.
 
-    python benchmarks/pretraining_gain.py --work_dir /tmp/gain --pretrain_steps 6000 --seeds 0 1 2
+    python benchmarks/pretraining_gain.py --work_dir /tmp/gain --seeds 0 1 2   # the recipe's defaults
 
 1. Pretrain once with recipes/bert_mlm.py (flags after ``--pretrain_args``) on Austen + the BBC articles of
    the training/validation split (the BBC test articles are never seen), unless ``--pretrained DIR``.
@@ -127,8 +127,8 @@ def main() -> None:
     p.add_argument("--pretrained", type=Path, default=None, help="skip pretraining, use this folder")
     p.add_argument("--tasks", nargs="+", default=["bbc", "wordnet"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lrs_pretrained", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
-    p.add_argument("--lrs_scratch", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
+    p.add_argument("--lrs_pretrained", type=float, nargs="+", default=[3e-4, 1e-3, 2e-3, 3e-3])
+    p.add_argument("--lrs_scratch", type=float, nargs="+", default=[3e-4, 1e-3, 2e-3, 3e-3])
     p.add_argument("--epochs", type=float, default=5)
     p.add_argument("--max_seq_length", type=int, default=128)
     p.add_argument("--pretrain_args", nargs=argparse.REMAINDER, default=[],

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--preset", "tiny", "--config_overrides", "hidden_size=64,num_attention_heads=2,intermediate_size=128",
          "--vocab_size", "1200", "--max_seq_length", "64", "--per_device_train_batch_size", "8",
          "--per_device_eval_batch_size", "16", "--logging_steps", "5", "--eval_steps", "0", "--save_steps", "0",
-         "--learning_rate", "2e-3", "--eval_fraction", "0.1", "--seed", "3"]
+         "--learning_rate", "2e-3", "--eval_fraction", "0.1", "--seed", "3", "--nsp", "true"]  # BERT's MLM + NSP
 
 
 @pytest.fixture(scope="module")

@@ -59,3 +59,26 @@ def test_recipe_defaults_sit_between_dataclass_and_yaml(tmp_path):
     assert a.lr == 1.0
     with pytest.raises(ConfigError, match="nope"):
         parse(A, args=[], defaults={"nope": 1})
+
+
+def test_bert_tiny_yaml_writes_out_the_recipe_defaults():
+    """recipes/configs/bert_tiny.yaml is documented as the recipe's defaults: both must give the same args."""
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    root = _Path(__file__).resolve().parents[1]
+    _sys.path.insert(0, str(root / "recipes"))
+    import bert_mlm
+
+    from hfssl.hub import HubArgs
+    from hfssl.methods.bert import BertModelArgs
+    from hfssl.text.corpus import CorpusArgs
+    from hfssl.text.masking import MaskingArgs
+    from hfssl.text.nsp import NSPArgs
+    from hfssl.text.tokenizer import TokenizerArgs
+    from hfssl.train import TrainArgs
+
+    types = (CorpusArgs, TokenizerArgs, NSPArgs, MaskingArgs, BertModelArgs, TrainArgs, HubArgs, bert_mlm.EvalSplitArgs)
+    plain = parse(*types, args=[], defaults=bert_mlm.RECIPE_DEFAULTS)
+    from_file = parse(*types, args=["--config", str(root / "recipes/configs/bert_tiny.yaml")])
+    assert plain == from_file

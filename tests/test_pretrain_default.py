@@ -1,4 +1,4 @@
-"""The README's main job: the recipe with its defaults on the embedded corpus (several minutes: slow)."""
+"""The README's main job: the recipe with its defaults on the embedded corpus (15-20 minutes on 2 cores: slow)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def test_default_pretraining_learns_and_exports(tmp_path):
     # held-out masked-token accuracy clearly rises over the run (a random model is near 0)
     assert evals[-1]["eval_mlm_accuracy"] > evals[0]["eval_mlm_accuracy"] + 0.05
     assert evals[-1]["eval_mlm_loss"] < evals[0]["eval_mlm_loss"] - 0.3
+    # and it has left the unigram plateau (~15-17 % when the model ignores context; README calibration)
+    assert evals[-1]["eval_mlm_accuracy"] > 0.22, [round(e["eval_mlm_accuracy"], 3) for e in evals]
 
     from transformers import AutoModelForSequenceClassification
 
