@@ -282,6 +282,11 @@ def finish(trainer, train_result) -> dict:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
+        try:  # Trainer's own card: base model, hyperparameters, results (written after evaluate)
+            trainer.create_model_card(finetuned_from=getattr(trainer.model.config, "_name_or_path", None) or None,
+                                      tags=["hfssl"])
+        except Exception as err:  # noqa: BLE001 (a card must never lose a finished model)
+            print(f"warning: no model card written ({type(err).__name__}: {err})")
         print(f"saved the fine-tuned model to {trainer.args.output_dir}; metrics in all_results.json")
     return metrics
 

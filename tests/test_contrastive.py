@@ -97,6 +97,15 @@ def test_moco_v2_queue_holds_the_normalised_keys_and_wraps_around():
     torch.testing.assert_close(model.queue[:4], keys[4:], atol=1e-5, rtol=1e-5)  # wrapped to the front
 
 
+def test_moco_runs_under_bf16_autocast_and_keeps_a_float32_queue():
+    model = MoCo(backbone(), small())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*views())
+    out.loss.backward()
+    assert model.queue.dtype == torch.float32 and torch.isfinite(model.queue).all()
+    torch.testing.assert_close(model.queue.norm(dim=1), torch.ones(20), atol=1e-3, rtol=0)
+
+
 def test_moco_shuffle_bn_encodes_keys_in_permuted_groups():
     model = MoCo(backbone(), small(bn_splits=2))
     _, v2 = views()
@@ -163,3 +172,22 @@ def test_linear_probe_separates_separable_classes_and_picks_l2_on_held_out_data(
     assert result["linear_probe_accuracy"] > 0.95
     shuffled = linear_probe(x[:500], y[torch.randperm(500, generator=g)], x[500:], y[500:], 3)
     assert shuffled["linear_probe_accuracy"] < 0.6  # labels unrelated to features: chance level
+
+
+def test_vit_backbone_trains_and_exports_for_image_classification(tmp_path):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from hfssl.vision.export import export_backbone
+
+    torch.manual_seed(0)
+    vit = build_backbone(BackboneArgs(kind="vit", preset="test", image_size=16, vit_pooling="mean"))
+    model = BYOL(vit, small())
+    v1, v2 = views()
+    model(v1, v2).loss.backward()
+    assert vit.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
+    folder = export_backbone(model.backbone, tmp_path / "vit", image_size=16, mean=(0.5,) * 3, std=(0.2,) * 3)
+    assert AutoImageProcessor.from_pretrained(folder).size == {"height": 16, "width": 16}  # no upsampling for ViT
+    clf, info = AutoModelForImageClassification.from_pretrained(folder, num_labels=3, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"] and not info["unexpected_keys"]
+    for key, value in model.backbone.state_dict().items():
+        torch.testing.assert_close(clf.vit.state_dict()[key], value)

@@ -83,6 +83,8 @@ def test_classification_recipe_end_to_end(pretrained, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "animal", "1": "food", "2": "sport"}
     assert config["architectures"] == ["BertForSequenceClassification"]
+    card = (out / "README.md").read_text()  # Trainer's model card: base model, hyperparameters, results
+    assert str(pretrained) in card and "learning_rate: 0.002" in card and "hfssl" in card
     # training moved the encoder away from the pretrained weights
     before, after = _encoder(load_file(pretrained / "model.safetensors")), load_file(out / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)

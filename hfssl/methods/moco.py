@@ -60,7 +60,7 @@ class MoCo(SSLMethod):
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:
-        keys = F.normalize(concat_all_gather_no_grad(keys), dim=1)  # (M, D) every process's keys
+        keys = F.normalize(concat_all_gather_no_grad(keys).to(self.queue.dtype), dim=1)  # (M, D) all processes (bf16 under autocast)
         size = self.queue.shape[0]
         keys = keys[-size:]
         idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % size
