@@ -191,3 +191,13 @@ def test_vit_backbone_trains_and_exports_for_image_classification(tmp_path):
     assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"] and not info["unexpected_keys"]
     for key, value in model.backbone.state_dict().items():
         torch.testing.assert_close(clf.vit.state_dict()[key], value)
+
+
+def test_losses_run_in_float32_under_bf16_autocast():
+    model = SimCLR(backbone(), small(temperature=0.1))
+    v1, v2 = views()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(v1, v2)
+        z = model.encoder(torch.cat([v1, v2]))[1]  # bf16 projections, as the loss receives them
+    assert out.loss.dtype == torch.float32
+    torch.testing.assert_close(out.loss, nt_xent(*z.float().chunk(2), temperature=0.1), atol=1e-5, rtol=1e-5)

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 from hfssl.ema import MomentumSchedule, ema_update, make_target
 from hfssl.heads import PredictionHead, ProjectionHead
 from hfssl.losses import byol_loss
-from hfssl.methods.contrastive import Encoder, SSLArgs, SSLMethod, SSLOutput
+from hfssl.methods.contrastive import Encoder, SSLArgs, SSLMethod, SSLOutput, loss_in_fp32
 from hfssl.vision.backbones import feature_dim
 
 
@@ -33,7 +33,7 @@ class BYOL(SSLMethod):
         with torch.no_grad():
             _, t = self.target(torch.cat([view1, view2]))
             t1, t2 = t.split(n)
-        loss = byol_loss(p1, t2) + byol_loss(p2, t1)  # BYOL's symmetrised loss
+        loss = loss_in_fp32(byol_loss, p1, t2) + loss_in_fp32(byol_loss, p2, t1)  # BYOL's symmetrised loss
         return self.output(loss, z[:n])
 
     def step_end(self, step: int, total: int) -> None:

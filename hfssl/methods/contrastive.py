@@ -68,6 +68,15 @@ def embedding_std(z: torch.Tensor) -> torch.Tensor:
     return z.std(0).mean() * math.sqrt(z.shape[1])
 
 
+def loss_in_fp32(fn, *args, **kwargs):
+    """``fn(*args)`` outside autocast, with float32 tensors: under bf16 autocast the logits' matmul would
+    otherwise run in bf16 (8 mantissa bits), too coarse to rank close negatives at low temperature."""
+    args = [a.float() if isinstance(a, torch.Tensor) else a for a in args]
+    device = next(a.device.type for a in args if isinstance(a, torch.Tensor))
+    with torch.autocast(device, enabled=False):
+        return fn(*args, **kwargs)
+
+
 class Encoder(nn.Module):
     """Backbone -> pooled features -> projector. ``forward`` returns ``(features, projections)``."""
 

@@ -22,7 +22,7 @@ from hfssl.distributed import concat_all_gather_no_grad
 from hfssl.ema import MomentumSchedule, ema_update, make_target
 from hfssl.heads import PredictionHead, ProjectionHead
 from hfssl.losses import info_nce
-from hfssl.methods.contrastive import Encoder, SSLArgs, SSLMethod, SSLOutput
+from hfssl.methods.contrastive import Encoder, SSLArgs, SSLMethod, SSLOutput, loss_in_fp32
 from hfssl.vision.backbones import feature_dim
 
 
@@ -70,10 +70,10 @@ class MoCo(SSLMethod):
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, **_) -> SSLOutput:
         q1, k2 = self._queries(view1), self._keys(view2)
         queue = self.queue.clone() if self.version == "v2" else None  # the negatives before this step's keys
-        loss = info_nce(q1, k2, queue, self.temperature)
+        loss = loss_in_fp32(info_nce, q1, k2, queue, self.temperature)
         if self.symmetric:
             q2, k1 = self._queries(view2), self._keys(view1)
-            loss = (loss + info_nce(q2, k1, queue, self.temperature)) / 2
+            loss = (loss + loss_in_fp32(info_nce, q2, k1, queue, self.temperature)) / 2
             if queue is not None:
                 self._enqueue(k1)
         if queue is not None:

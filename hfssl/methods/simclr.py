@@ -8,7 +8,7 @@ from transformers import PreTrainedModel
 
 from hfssl.heads import ProjectionHead
 from hfssl.losses import nt_xent
-from hfssl.methods.contrastive import Encoder, SSLArgs, SSLMethod, SSLOutput
+from hfssl.methods.contrastive import Encoder, SSLArgs, SSLMethod, SSLOutput, loss_in_fp32
 from hfssl.vision.backbones import feature_dim
 
 
@@ -22,4 +22,4 @@ class SimCLR(SSLMethod):
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, **_) -> SSLOutput:
         _, z = self.encoder(torch.cat([view1, view2]))  # one pass: BN statistics over both views
         z1, z2 = z.chunk(2)  # (N, D) each
-        return self.output(nt_xent(z1, z2, self.temperature), z1)
+        return self.output(loss_in_fp32(nt_xent, z1, z2, self.temperature), z1)
