@@ -11,6 +11,8 @@
 
     python benchmarks/mae_gain.py --pretrain_minutes 30 --seeds 0 1 2          # the real budget
     python benchmarks/mae_gain.py --pretrain_minutes 0.3 --seeds 0 --finetune_epochs 1 --test_images 500
+    python benchmarks/mae_gain.py --data /data/imagenet --preset base --image_size 224 --patch_size 16 \
+        --batch_size 256 --mixed_precision bf16 --labelled 10000 --test_images 10000   # GPU, ImageNet folders
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from hfssl.methods.mae import MAEArgs, MAEPretrainer, mae_config  # noqa: E402
-from hfssl.vision.data import FASHION_MNIST_LABELS, arrays_to_pixels, read_idx  # noqa: E402
+from hfssl.vision.data import (  # noqa: E402
+    FASHION_MNIST_LABELS,
+    PIXELS,
+    ImageDataArgs,
+    arrays_to_pixels,
+    load_images,
+    pixels_from_bytes,
+    read_idx,
+)
 from hfssl.vision.probe import knn_predict, linear_probe  # noqa: E402
 from hfssl.vision.transforms import normalize  # noqa: E402
 
@@ -41,7 +51,8 @@ DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "images" / "fashion-mnist"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the four Fashion-MNIST IDX .gz files")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the four Fashion-MNIST IDX .gz files, or "
+                   "a labelled image folder / save_to_disk dataset with a test or validation split (ImageNet-style)")
     p.add_argument("--out", default="runs/mae_gain", help="working folder (checkpoints, subsets, results.json)")
     p.add_argument("--pretrain_minutes", type=float, default=30.0)
     p.add_argument("--pretrain_steps", type=int, default=0, help="skip the calibration and run this many steps")
@@ -89,11 +100,43 @@ def calibrate_steps(args) -> int:
     return max(1, int(args.pretrain_minutes * 60 / statistics.median(times[1:])))
 
 
+class DecodedRows:
+    """Rows of a decoded hfssl image dataset, fetched as ``(N, S, S, 3)`` uint8 arrays only when picked."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        rows = np.arange(len(self.ds))[rows]  # an index array or a slice
+        return pixels_from_bytes(self.ds.select(rows)[PIXELS]).permute(0, 2, 3, 1).numpy()
+
+
+def read_data(args, data: Path):
+    """Fashion-MNIST IDX files, or any image folder / save_to_disk dataset with labels and a test split
+    (ImageNet-style ``train/<class>/*`` + ``val/<class>/*``), decoded once at ``--image_size`` by hfssl.
+    Returns training images (indexable), labels, test images and labels, class names, what MAE pretrains on."""
+    if any(data.glob("train-images-idx3-ubyte*")):
+        x_all = read_idx(next(data.glob("train-images-idx3-ubyte*")))
+        y_all = read_idx(next(data.glob("train-labels-idx1-ubyte*"))).astype(np.int64)
+        xt, yt = (read_idx(next(data.glob(f"t10k-{k}-idx*"))) for k in ("images", "labels"))
+        return (x_all, y_all, xt[: args.test_images], yt[: args.test_images].astype(np.int64), FASHION_MNIST_LABELS,
+                next(data.glob("train-images-idx3-ubyte*")))
+    decoded = load_images(ImageDataArgs(data=str(data), image_size=args.image_size, eval_fraction=0.0))
+    if decoded.label_names is None or decoded.eval is None:
+        raise SystemExit(f"{data}: mae_gain needs labelled images with a test/validation split")
+    test = decoded.eval.select(range(min(args.test_images, len(decoded.eval))))
+    return (DecodedRows(decoded.train), np.asarray(decoded.train["label"], dtype=np.int64), DecodedRows(test)[:],
+            np.asarray(test["label"], dtype=np.int64), decoded.label_names, data)
+
+
 def pretrain(args, data: Path, out: Path, test_npz: Path) -> Path:
     steps = args.pretrain_steps or calibrate_steps(args)
     print(f"pretraining: {steps} steps of {args.batch_size} images (~{args.pretrain_minutes} min)", flush=True)
     t0 = time.perf_counter()
-    run("recipes/mae.py", "--data", next(data.glob("train-images-idx3-ubyte*")), "--eval_data", test_npz,
+    run("recipes/mae.py", "--data", data, "--eval_data", test_npz,
         "--output_dir", out / "mae", "--overwrite_output_dir", "true", "--max_steps", steps, "--preset", args.preset,
         "--image_size", args.image_size, "--patch_size", args.patch_size, "--per_device_train_batch_size",
         args.batch_size, "--base_learning_rate", args.base_learning_rate, "--eval_steps", max(steps // 4, 1),
@@ -159,20 +202,18 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     data, out = Path(args.data), Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    x_all = read_idx(next(data.glob("train-images-idx3-ubyte*")))
-    y_all = read_idx(next(data.glob("train-labels-idx1-ubyte*"))).astype(np.int64)
-    xt, yt = (read_idx(next(data.glob(f"t10k-{k}-idx*"))) for k in ("images", "labels"))
-    xt, yt = xt[: args.test_images], yt[: args.test_images].astype(np.int64)
+    x_all, y_all, xt, yt, names, pretrain_data = read_data(args, data)
     np.savez(out / "test.npz", x=xt[:2000])  # reconstruction loss and pictures while pretraining
-    model_dir = pretrain(args, data, out, out / "test.npz")
+    model_dir = pretrain(args, pretrain_data, out, out / "test.npz")
     results = []
     for seed in args.seeds:
         rng = np.random.default_rng(seed)
-        per_class = args.labelled // 10
-        pick = np.concatenate([rng.choice(np.flatnonzero(y_all == c), per_class, replace=False) for c in range(10)])
+        per_class = args.labelled // len(names)
+        pick = np.concatenate([rng.choice(np.flatnonzero(y_all == c), per_class, replace=False)
+                               for c in range(len(names))])
         x, y = x_all[pick], y_all[pick]
         npz = out / f"labelled-{seed}.npz"
-        np.savez(npz, x=x, y=y, x_test=xt, y_test=yt, label_names=np.array(FASHION_MNIST_LABELS))
+        np.savez(npz, x=x, y=y, x_test=xt, y_test=yt, label_names=np.array(names))
         row = {"seed": seed, "finetune MAE": finetune(args, model_dir, npz, out / f"ft-mae-{seed}", seed, False),
                "finetune scratch": finetune(args, model_dir, npz, out / f"ft-scratch-{seed}", seed, True)}
         row["gain"] = row["finetune MAE"] - row["finetune scratch"]
@@ -180,8 +221,9 @@ def main(argv=None):
         results.append(row)
         print(json.dumps(row), flush=True)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
-    print(f"\nFashion-MNIST, {args.labelled} labelled images, {len(xt)} test images, seeds {args.seeds}, "
-          f"MAE {args.preset} pretrained ~{args.pretrain_minutes} min on {len(x_all)} unlabelled images")
+    budget = f"{args.pretrain_steps} steps" if args.pretrain_steps else f"~{args.pretrain_minutes} min"
+    print(f"\n{data.name}, {args.labelled} labelled images, {len(xt)} test images, seeds {args.seeds}, "
+          f"MAE {args.preset} pretrained {budget} on {len(x_all)} unlabelled images")
     for key in [k for k in results[0] if k != "seed"]:
         values = [r[key] for r in results]
         spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
