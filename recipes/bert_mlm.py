@@ -25,7 +25,7 @@ from hfssl.train import TrainArgs, fit, make_accelerator
 # (README, "Choosing the defaults" and "Does pretraining help?"). Short sequences and a small batch give
 # more optimizer steps per second; no dropout while pretraining; sinusoidal init of the (learned) position
 # table makes attention to neighbours easy to find; MLM without NSP left the plateau sooner; the peak
-# learning rate must last: a 10,000-step schedule (~15-20 minutes) escaped where 3,000-6,000 did not.
+# learning rate must last: a 10,000-step schedule (~11 minutes on 2 cores) escaped where 3,000-6,000 did not.
 # --nsp true gives BERT's MLM + NSP objective.
 RECIPE_DEFAULTS = dict(
     max_seq_length=64, nsp=False, per_device_train_batch_size=32, learning_rate=1e-3, warmup=0.02,
