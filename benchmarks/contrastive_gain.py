@@ -88,8 +88,8 @@ def main() -> None:
         results.append(row(method, evaluate_features(*feats[0], *feats[1], classes), minutes))
     print("\n| features | kNN (k=20) | linear probe | pretraining |\n| --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['features']} | {100 * r['knn']:.1f} | {100 * r['linear_probe']:.1f} | "
-              f"{'%.1f min' % r['minutes'] if r['minutes'] else ''} |")
+        minutes = f"{r['minutes']:.1f} min" if r["minutes"] else ""
+        print(f"| {r['features']} | {100 * r['knn']:.1f} | {100 * r['linear_probe']:.1f} | {minutes} |")
     (args.work_dir / "results.json").write_text(json.dumps(results, indent=1))
 
 

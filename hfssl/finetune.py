@@ -251,6 +251,7 @@ def load_model(auto_cls, path: str, config, from_scratch: bool = False):
     """
     if from_scratch:
         model = auto_cls.from_config(config)
+        model.config._name_or_path = ""  # no base model: the card must not claim one
         return model, {"missing_keys": sorted(model.state_dict()), "unexpected_keys": [], "mismatched_keys": []}
     model, info = auto_cls.from_pretrained(path, config=config, output_loading_info=True)
     return model, info
@@ -282,10 +283,9 @@ def finish(trainer, train_result) -> dict:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
-        try:  # Trainer's own card: base model, hyperparameters, results (written after evaluate)
-            trainer.create_model_card(finetuned_from=getattr(trainer.model.config, "_name_or_path", None) or None,
-                                      tags=["hfssl"])
-        except Exception as err:  # noqa: BLE001 (a card must never lose a finished model)
+        try:  # Trainer's own card (base model, hyperparameters, results); never lose a finished model over it
+            trainer.create_model_card(finetuned_from=trainer.model.config._name_or_path or None, tags=["hfssl"])
+        except Exception as err:  # noqa: BLE001
             print(f"warning: no model card written ({type(err).__name__}: {err})")
         print(f"saved the fine-tuned model to {trainer.args.output_dir}; metrics in all_results.json")
     return metrics

@@ -138,6 +138,7 @@ def test_from_scratch_with_csv_pairs_and_integer_labels(pretrained, tmp_path, ca
         "--text_pair_column", "hypothesis", train=tmp_path / "pairs.csv", validation=tmp_path / "pairs.csv"))
     assert "from scratch" in capsys.readouterr().out and 0.0 <= metrics["eval_f1"] <= 1.0
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "0", "1": "1"}
+    assert str(pretrained) not in (out / "README.md").read_text()  # the card names no base model
     before, after = _encoder(load_file(pretrained / "model.safetensors")), load_file(out / "model.safetensors")
     weights = [k for k in before if k.endswith("weight") and "LayerNorm" not in k]
     assert all(not torch.equal(before[k], after[k]) for k in weights)  # lr 0: still the random init

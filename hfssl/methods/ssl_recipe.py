@@ -33,7 +33,7 @@ class EncoderArgs:
     """The transformers backbone to pretrain (its image size is the data's)."""
 
     backbone: str = field(default="resnet", metadata={"help": "resnet or vit."})
-    preset: str = field(default="tiny", metadata={"help": "resnet: tiny, resnet18, resnet34, resnet50; "
+    preset: str = field(default="tiny", metadata={"help": "resnet: tiny, small, resnet18, resnet34, resnet50; "
                                                           "vit: test, tiny, small, base."})
     small_image_stem: bool = field(default=True, metadata={
         "help": "ResNet on images <= 64 px: upsample before the fixed 7x7/2 + max-pool stem."})

@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, ResNetConfig, ResNetModel, ViTConfig, 
 
 RESNET_PRESETS = {  # (layer_type, hidden_sizes, depths, embedding_size)
     "tiny": ("basic", [16, 32, 64, 128], [1, 1, 1, 1], 16),
+    "small": ("basic", [32, 64, 128, 256], [1, 1, 1, 1], 32),
     "resnet18": ("basic", [64, 128, 256, 512], [2, 2, 2, 2], 64),
     "resnet34": ("basic", [64, 128, 256, 512], [3, 4, 6, 3], 64),
     "resnet50": ("bottleneck", [256, 512, 1024, 2048], [3, 4, 6, 3], 64),
