@@ -2,7 +2,7 @@
 
     accelerate launch recipes/byol.py [--config recipes/configs/byol_tiny.yaml] [--flag value ...]
 
-With no arguments: recipes/configs/byol_tiny.yaml, a tiny ResNet on the embedded Fashion-MNIST subset, a few
+With no arguments: recipes/configs/byol_tiny.yaml, a small ResNet on the embedded Fashion-MNIST subset, a few
 minutes on a CPU, with the kNN accuracy of the frozen backbone in the progress output at every evaluation
 and a linear probe at the end (when the images have labels; training never uses them). Writes
 OUTPUT/model, a folder that AutoModelForImageClassification fine-tunes
