@@ -9,7 +9,7 @@
    the bank) and a logistic-regression linear probe (L2 picked on a held-out tenth of the training set),
    both scored on the 10,000 test images.
 
-    python benchmarks/contrastive_gain.py --threads 2 --methods simclr moco byol --recipe_args --max_steps 2000
+    python benchmarks/contrastive_gain.py --threads 2 --methods simclr moco byol --recipe_args --max_steps 800
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip_baselines", action="store_true")
     p.add_argument("--small_image_upsample", type=int, default=2, help="must match the recipes' setting")
+    p.add_argument("--preset", default="small", help="ResNet preset of the recipes and of the random baseline")
     p.add_argument("--recipe_args", nargs=argparse.REMAINDER, default=[], help="passed to every recipe")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,16 +70,17 @@ def main() -> None:
         vx, vy = raw_pixels(test, data.mean, data.std)
         results.append(row("raw pixels", evaluate_features(tx, ty, vx, vy, classes)))
         torch.manual_seed(42)  # the recipes' default seed
-        random_bb = build_backbone(BackboneArgs(kind="resnet", preset="tiny", image_size=32,
+        random_bb = build_backbone(BackboneArgs(kind="resnet", preset=args.preset, image_size=32,
                                                 small_image_upsample=args.small_image_upsample))
         feats = [extract_features(random_bb, ds, data.mean, data.std, progress=True) for ds in (train, test)]
-        results.append(row("random backbone (resnet tiny)", evaluate_features(*feats[0], *feats[1], classes)))
+        results.append(row(f"random backbone (resnet {args.preset})", evaluate_features(*feats[0], *feats[1], classes)))
     from transformers import AutoModel
 
     for method in args.methods:
         out = args.work_dir / method
         cmd = [sys.executable, str(ROOT / "recipes" / f"{method}.py"), "--data", str(args.data), "--output_dir",
-               str(out), "--overwrite_output_dir", "--linear_probe", "false", *args.recipe_args]
+               str(out), "--overwrite_output_dir", "--linear_probe", "false", "--preset", args.preset,
+               "--small_image_upsample", str(args.small_image_upsample), *args.recipe_args]
         print("pretraining:", " ".join(cmd), flush=True)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
