@@ -34,6 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from timing import data_rate, sync  # noqa: E402 (benchmarks/timing.py)
+
 from hfssl.config import parse  # noqa: E402
 from hfssl.hub import HubArgs  # noqa: E402
 from hfssl.methods.contrastive import CollapseGuard, SSLArgs  # noqa: E402
@@ -107,7 +109,7 @@ def time_hfssl(args, x, model, views: ViewArgs, ssl: SSLArgs, train_args: TrainA
     step_rate = args.batch_size * args.steps / (ticks[-1] - ticks[args.warmup - 1])
     loader = torch.utils.data.DataLoader(pixels.shuffle(seed=0), batch_size=args.batch_size,
                                          collate_fn=collate_images, num_workers=args.workers, drop_last=True)
-    return step_rate, data_rate(loader, transform, accelerator.device, args), decode_s, data.mean, data.std
+    return step_rate, data_rate(loader, transform, accelerator.device, args.warmup + args.steps, "view1"), decode_s, data.mean, data.std
 
 
 def view_pipeline(args, v: ViewArgs, view: int, mean, std):
@@ -189,29 +191,7 @@ def time_plain(args, x, model, v: ViewArgs, ssl: SSLArgs, train: TrainArgs, mean
             if step == total:
                 break
     step_rate = args.batch_size * args.steps / (ticks[-1] - ticks[args.warmup - 1])
-    return step_rate, data_rate(loader, None, device, args)
-
-
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def data_rate(loader, transform, device, args) -> float:
-    """Images/s of the loader (+ the per-batch transform on ``device``) alone, after one warm-up batch."""
-    n, start = 0, None
-    for i, batch in enumerate(loader):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        if transform is not None:
-            batch = transform(batch, torch.Generator(device=device).manual_seed(i))
-        sync(device)
-        if i == 0:
-            start = time.perf_counter()
-        else:
-            n += len(batch["view1"])
-        if i == args.warmup + args.steps:
-            break
-    return n / (time.perf_counter() - start)
+    return step_rate, data_rate(loader, None, device, args.warmup + args.steps, "view1")
 
 
 def main(argv=None):

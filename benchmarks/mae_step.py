@@ -28,6 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from timing import data_rate, sync  # noqa: E402 (benchmarks/timing.py)
+
 from hfssl.methods.mae import MAEArgs, MAEBatchTransform, MAEPretrainer, mae_config  # noqa: E402
 from hfssl.train import TrainArgs, fit, make_accelerator  # noqa: E402
 from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, embedded_folder, load_images, read_idx  # noqa: E402
@@ -78,7 +80,7 @@ def time_hfssl(args, x: np.ndarray, model: MAEPretrainer, out: Path) -> tuple[fl
     step_rate = args.batch_size * args.steps / (ticks[-1] - ticks[args.warmup - 1])
     loader = torch.utils.data.DataLoader(data.train.shuffle(seed=0), batch_size=args.batch_size,
                                          collate_fn=collate_images, num_workers=args.workers, drop_last=True)
-    return step_rate, data_rate(loader, transform, accelerator.device, args), decode_s, data.mean, data.std
+    return step_rate, data_rate(loader, transform, accelerator.device, args.warmup + args.steps, "pixel_values"), decode_s, data.mean, data.std
 
 
 def plain_dataset(x: np.ndarray, args, mean, std):
@@ -139,29 +141,7 @@ def time_plain(args, x: np.ndarray, model, mean, std, out: Path) -> tuple[float,
     step_rate = args.batch_size * args.steps / (ticks[-1] - ticks[args.warmup - 1])
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=plain_collate, shuffle=True,
                                          num_workers=args.workers, drop_last=True)
-    return step_rate, data_rate(loader, None, model.device, args)
-
-
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def data_rate(loader, transform, device, args) -> float:
-    """Images/s of the loader (+ the per-batch transform on ``device``) alone, after one warm-up batch."""
-    n, start = 0, None
-    for i, batch in enumerate(loader):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        if transform is not None:
-            batch = transform(batch, torch.Generator(device=device).manual_seed(i))
-        sync(device)
-        if i == 0:
-            start = time.perf_counter()
-        else:
-            n += len(batch["pixel_values"])
-        if i == args.warmup + args.steps:
-            break
-    return n / (time.perf_counter() - start)
+    return step_rate, data_rate(loader, None, model.device, args.warmup + args.steps, "pixel_values")
 
 
 def main(argv=None):
