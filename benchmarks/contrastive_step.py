@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import math
 import sys
 import tempfile
@@ -34,9 +33,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from timing import data_rate, sync  # noqa: E402 (benchmarks/timing.py)
+from step_common import data_rate, png_dataset, sync  # noqa: E402 (benchmarks/step_common.py)
 
 from hfssl.config import parse  # noqa: E402
+from hfssl.ema import cosine_momentum  # noqa: E402
 from hfssl.hub import HubArgs  # noqa: E402
 from hfssl.methods.contrastive import CollapseGuard, SSLArgs  # noqa: E402
 from hfssl.methods.ssl_recipe import METHODS, EncoderArgs, MonitorArgs  # noqa: E402
@@ -131,15 +131,7 @@ def view_pipeline(args, v: ViewArgs, view: int, mean, std):
 
 def plain_dataset(x: np.ndarray, args, v: ViewArgs, mean, std):
     """PNG files in an Image column; set_transform draws two independent views of each image on access."""
-    import datasets
-    from PIL import Image
-
-    pngs = []
-    for im in x:
-        buf = io.BytesIO()
-        Image.fromarray(im).save(buf, "PNG")
-        pngs.append({"bytes": buf.getvalue(), "path": None})
-    ds = datasets.Dataset.from_dict({"image": pngs}, features=datasets.Features({"image": datasets.Image()}))
+    ds = png_dataset(x)
     first, second = view_pipeline(args, v, 0, mean, std), view_pipeline(args, v, 1, mean, std)
 
     def two_views(examples):
@@ -183,8 +175,7 @@ def time_plain(args, x, model, v: ViewArgs, ssl: SSLArgs, train: TrainArgs, mean
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if args.method in TARGETS:  # BYOL's cosine momentum schedule (constant when base == final)
-                m_0, m_1 = ssl.momentum, ssl.momentum_final
-                m = m_1 - (m_1 - m_0) * (math.cos(math.pi * step / total) + 1) / 2
+                m = cosine_momentum(step, total, ssl.momentum, ssl.momentum_final)
                 momentum_update(*(getattr(model, name) for name in TARGETS[args.method]), m)
             sync(device)
             ticks.append(time.perf_counter())

@@ -17,7 +17,6 @@ Images/s is measured between optimizer steps after --warmup untimed steps; the d
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from timing import data_rate, sync  # noqa: E402 (benchmarks/timing.py)
+from step_common import data_rate, png_dataset, sync  # noqa: E402 (benchmarks/step_common.py)
 
 from hfssl.methods.mae import MAEArgs, MAEBatchTransform, MAEPretrainer, mae_config  # noqa: E402
 from hfssl.train import TrainArgs, fit, make_accelerator  # noqa: E402
@@ -85,8 +84,6 @@ def time_hfssl(args, x: np.ndarray, model: MAEPretrainer, out: Path) -> tuple[fl
 
 def plain_dataset(x: np.ndarray, args, mean, std):
     """run_mae.py's data: PNG files in an Image column, a per-sample torchvision transform on access."""
-    import datasets
-    from PIL import Image
     from torchvision.transforms import (
         Compose,
         InterpolationMode,
@@ -97,12 +94,7 @@ def plain_dataset(x: np.ndarray, args, mean, std):
         ToTensor,
     )
 
-    pngs = []
-    for im in x:
-        buf = io.BytesIO()
-        Image.fromarray(im).save(buf, "PNG")
-        pngs.append({"bytes": buf.getvalue(), "path": None})
-    ds = datasets.Dataset.from_dict({"image": pngs}, features=datasets.Features({"image": datasets.Image()}))
+    ds = png_dataset(x)
     transforms = Compose([Lambda(lambda img: img.convert("RGB") if img.mode != "RGB" else img),
                           RandomResizedCrop(args.image_size, scale=(0.2, 1.0), interpolation=InterpolationMode.BICUBIC),
                           RandomHorizontalFlip(), ToTensor(), Normalize(mean=mean, std=std)])

@@ -1,10 +1,26 @@
-"""Timing helpers shared by the side-by-side step benchmarks (mae_step.py, contrastive_step.py)."""
+"""Shared by the side-by-side step benchmarks (mae_step.py, contrastive_step.py): the plain side's PNG dataset
+and the timing helpers."""
 
 from __future__ import annotations
 
+import io
 import time
 
+import numpy as np
 import torch
+
+
+def png_dataset(x: np.ndarray):
+    """``(N, H, W)`` uint8 images as a ``datasets`` ``Image`` column of PNG files, as a Hub dataset holds them."""
+    import datasets
+    from PIL import Image
+
+    pngs = []
+    for im in x:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, "PNG")
+        pngs.append({"bytes": buf.getvalue(), "path": None})
+    return datasets.Dataset.from_dict({"image": pngs}, features=datasets.Features({"image": datasets.Image()}))
 
 
 def sync(device) -> None:
