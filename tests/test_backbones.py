@@ -55,6 +55,25 @@ def test_small_image_resnet_upsamples_so_the_stem_keeps_the_resolution():
     assert seen["shape"][-2:] == (32, 32)  # 128 px through the stride-4 stem = the original 32 x 32
 
 
+def test_resnet_features_channels_last_match_the_plain_call():
+    """features() feeds the ResNet channels-last (faster convolutions); values and gradients must be those
+    of the plain transformers call on the usual channels-first tensor, up to float rounding."""
+    torch.manual_seed(0)
+    model = build_backbone(BackboneArgs(preset="tiny", image_size=16, small_image_stem=False)).double()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    seen = {}
+    model.embedder.register_forward_hook(lambda m, i, o: seen.update(channels_last=i[0].is_contiguous(
+        memory_format=torch.channels_last) and not i[0].is_contiguous()))
+    ours = features(model, x)
+    assert seen["channels_last"]
+    grad_ours = torch.autograd.grad(ours.square().sum(), model.embedder.embedder.convolution.weight)[0]
+    ref = model(pixel_values=x.contiguous()).pooler_output.flatten(1)
+    assert not seen["channels_last"]
+    grad_ref = torch.autograd.grad(ref.square().sum(), model.embedder.embedder.convolution.weight)[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-8, atol=1e-10)
+
+
 def test_bad_args():
     with pytest.raises(ValueError):
         BackboneArgs(kind="convnext")
