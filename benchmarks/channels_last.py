@@ -22,25 +22,30 @@ sys.path.insert(0, str(ROOT))
 
 from step_common import sync  # noqa: E402
 
-from hfssl.vision.backbones import BackboneArgs, build_backbone  # noqa: E402
+from hfssl.vision.backbones import BackboneArgs, build_backbone, features  # noqa: E402
 
 
-def step(model, x: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def plain(model, x: torch.Tensor) -> torch.Tensor:
+    """The plain transformers call on a channels-first batch."""
+    return model(pixel_values=x.contiguous()).pooler_output.flatten(1)
+
+
+def step(forward, model, x: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features and the stem's weight gradient of one forward + backward."""
     model.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        h = model(pixel_values=x).pooler_output.flatten(1)
+        h = forward(model, x)
     h.float().square().mean().backward()
     return h.detach().float(), model.embedder.embedder.convolution.weight.grad.clone()
 
 
-def timed(model, x, bf16: bool, repeats: int) -> float:
-    step(model, x, bf16)  # warm-up (oneDNN / cuDNN pick their kernels)
+def timed(forward, model, x, bf16: bool, repeats: int) -> float:
+    step(forward, model, x, bf16)  # warm-up (oneDNN / cuDNN pick their kernels)
     times = []
     for _ in range(repeats):
         sync(x.device)
         start = time.perf_counter()
-        step(model, x, bf16)
+        step(forward, model, x, bf16)
         sync(x.device)
         times.append(time.perf_counter() - start)
     return min(times)
@@ -66,10 +71,8 @@ def main(argv=None) -> None:
     print("| precision | channels-first (plain) s | channels-last (hfssl) s | speed-up | feature diff | grad diff |")
     print("|---|---|---|---|---|---|")
     for bf16 in (False, True):
-        first = x.contiguous()
-        last = x.contiguous(memory_format=torch.channels_last)
-        t_first, t_last = timed(model, first, bf16, args.repeats), timed(model, last, bf16, args.repeats)
-        (h1, g1), (h2, g2) = step(model, first, bf16), step(model, last, bf16)
+        t_first, t_last = timed(plain, model, x, bf16, args.repeats), timed(features, model, x, bf16, args.repeats)
+        (h1, g1), (h2, g2) = step(plain, model, x, bf16), step(features, model, x, bf16)
         dh = (h1 - h2).abs().max().item() / h1.abs().max().item()
         dg = (g1 - g2).abs().max().item() / g1.abs().max().item()
         print(f"| {'bf16' if bf16 else 'fp32'} | {t_first:.3f} | {t_last:.3f} | {t_first / t_last:.2f}x "
