@@ -41,5 +41,18 @@ def main(out: Path):
     dist.destroy_process_group()
 
 
+def backward_only():
+    """Only a backward through ``gather_with_grad``, then exit: the case that aborted at interpreter exit."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    x = torch.randn(3, DIM, dtype=torch.float64, requires_grad=True)
+    (gather_with_grad(x) ** 2).sum().backward()
+    assert torch.equal(x.grad, 2 * x.detach() * dist.get_world_size())  # each rank's rows are used by both
+    dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1] == "--backward_only":
+        backward_only()
+    else:
+        main(Path(sys.argv[1]))

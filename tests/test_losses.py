@@ -133,11 +133,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_on_the_concatenated_batch(tmp_path):
+def run_two_processes(arg: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(free_port()), str(ROOT / "tests" / "dist_gather_check.py"), str(tmp_path)],
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(free_port()), str(ROOT / "tests" / "dist_gather_check.py"), arg],
                           capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+
+def test_backward_through_gather_exits_cleanly_every_time():
+    """torch's own differentiable all_gather aborted at exit on gloo (SIGABRT after destroy_process_group) in
+    9 of 25 runs from a shell and in 1 of 3 four-run rounds of this test; hfssl's gather: 0 of 30 runs.
+    A probabilistic regression check, not a proof."""
+    for attempt in range(4):
+        proc = run_two_processes("--backward_only")
+        assert proc.returncode == 0, f"attempt {attempt}: " + proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_two_processes_match_one_process_on_the_concatenated_batch(tmp_path):
+    proc = run_two_processes(str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     sys.path.insert(0, str(ROOT / "tests"))
     from dist_gather_check import N_PER_PROCESS as n
