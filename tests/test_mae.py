@@ -21,7 +21,7 @@ from hfssl.methods.mae import (
     mae_summary,
     sincos_position_embedding,
 )
-from hfssl.vision.data import arrays_to_pixels
+from hfssl.vision.arrays import arrays_to_pixels
 from hfssl.vision.export import export_vit, mae_encoder_as_vit
 from hfssl.vision.pictures import ReconstructionPictures, reconstruction_grid
 from hfssl.vision.transforms import AugmentArgs, ImageViews

@@ -13,15 +13,14 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from hfssl.vision.arrays import arrays_to_pixels, read_idx
 from hfssl.vision.data import (
     FASHION_MNIST_LABELS,
     PIXELS,
     ImageDataArgs,
-    arrays_to_pixels,
     collate_images,
     load_images,
     pixels_from_bytes,
-    read_idx,
 )
 from hfssl.vision.transforms import ImageViews, normalize, random_resized_crop_boxes, resized_crop
 

@@ -15,7 +15,6 @@ A file that cannot be decoded is skipped, counted and named in the :class:`Image
 
 from __future__ import annotations
 
-import gzip
 import io
 import math
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from hfssl.vision.arrays import arrays_to_pixels, idx_splits, to_uint8
 
 PIXELS = "pixel_values"
 DEFAULT_IMAGE_SIZE = 32
@@ -92,16 +93,6 @@ class ImageData:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     report: ImageReport
-
-
-def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Any numbers -> uint8: the first of 1, 255, 65535 (else the maximum) that holds them maps to 255."""
-    if arr.dtype == np.uint8:
-        return arr
-    arr = arr.astype(np.float64)
-    top = max(float(arr.max(initial=0.0)), 1e-12)
-    scale = next((s for s in (1.0, 255.0, 65535.0) if top <= s), top)
-    return np.clip(arr * (255.0 / scale), 0, 255).round().astype(np.uint8)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -186,41 +177,6 @@ def _class_labels(ds: datasets.Dataset, column: str) -> tuple[datasets.Dataset, 
     return ds, [str(i) for i in range(top + 1)]
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """An IDX file (MNIST / Fashion-MNIST format, optionally .gz) -> uint8 array of its declared shape."""
-    path = Path(path)
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:  # noqa: SIM115
-        data = f.read()
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-        raise ValueError(f"{path}: not a uint8 IDX file (bad magic number {data[:4].hex()})")
-    dims = data[3]
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=dims, offset=4))
-    body = np.frombuffer(data, np.uint8, offset=4 + 4 * dims)
-    if body.size != math.prod(shape):
-        raise ValueError(f"{path}: header says {shape} ({math.prod(shape)} bytes) but the file has {body.size}")
-    return body.reshape(shape)
-
-
-def arrays_to_pixels(x: np.ndarray, size: int, where: str) -> np.ndarray:
-    """Images as an array ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` -> ``(N, 3, size, size)`` uint8."""
-    x = np.asarray(x)
-    if x.ndim == 4 and x.shape[1] in (1, 3, 4) and x.shape[-1] not in (1, 3, 4):
-        x = x.transpose(0, 2, 3, 1)  # channels first -> last
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4) or len(x) == 0:
-        raise ValueError(f"{where}: images array has shape {x.shape}; expected (N, H, W), (N, H, W, C) or "
-                         "(N, C, H, W) with C in 1, 3, 4 and N > 0")
-    x = to_uint8(x)
-    if x.shape[-1] == 4:  # RGBA onto white
-        alpha = x[..., 3:].astype(np.float32) / 255.0
-        x = (x[..., :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
-    x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-    if x.shape[1:3] != (size, size):
-        x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR)) for im in x])
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
 def _array_dataset(x: np.ndarray, y: np.ndarray | None, names: list[str] | None, size: int, where: str):
     """Arrays -> a Dataset of ``pixel_values`` bytes (+ ``label`` as a ClassLabel)."""
     pixels = arrays_to_pixels(x, size, where)
@@ -233,17 +189,6 @@ def _array_dataset(x: np.ndarray, y: np.ndarray | None, names: list[str] | None,
         names = names or [str(i) for i in range(int(y.max()) + 1)]
         columns["label"], features["label"] = y, datasets.ClassLabel(names=list(names))
     return datasets.Dataset.from_dict(columns, features=datasets.Features(features)), names if y is not None else None
-
-
-def _idx_splits(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """IDX image files in ``folder`` (or one file) -> {split: (images, labels or None)}."""
-    files = [folder] if folder.is_file() else sorted(folder.glob("*images-idx3-ubyte*"))
-    splits = {}
-    for f in files:
-        labels = f.with_name(f.name.replace("images-idx3", "labels-idx1"))
-        split = "test" if f.name.startswith(("t10k", "test")) else "train"
-        splits[split] = (read_idx(f), read_idx(labels) if labels.is_file() else None)
-    return splits
 
 
 def embedded_folder() -> Path:
@@ -270,7 +215,7 @@ def _read(path: str | None, args: ImageDataArgs, size: int) -> tuple[dict, list[
         return {s: ds for s, (ds, _) in out.items()}, out["train"][1], []
     if "idx3-ubyte" in p.name or (p.is_dir() and any(p.glob("*images-idx3-ubyte*"))):
         names = FASHION_MNIST_LABELS if path is None else None
-        out = {s: _array_dataset(x, y, names, size, str(p)) for s, (x, y) in _idx_splits(p).items()}
+        out = {s: _array_dataset(x, y, names, size, str(p)) for s, (x, y) in idx_splits(p).items()}
         return {s: ds for s, (ds, _) in out.items()}, next(iter(out.values()))[1], []
     if p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file()):
         raw = datasets.load_from_disk(str(p))
