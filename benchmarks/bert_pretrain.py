@@ -34,7 +34,8 @@ from transformers import BertForPreTraining
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hfssl.methods.bert import BertModelArgs, BertPretrainer, bert_config  # noqa: E402
+from hfssl.methods.bert import BertPretrainer  # noqa: E402
+from hfssl.methods.bert_config import BertModelArgs, bert_config  # noqa: E402
 
 CLS, SEP, MASK = 2, 3, 4  # ids of the special tokens in the random batches (any ids < 5 would do)
 

@@ -63,8 +63,8 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_backbone(BackboneArgs(kind="resnet", preset=args.preset, image_size=args.size,
-                                        small_image_stem=False)).to(args.device)
+    model = build_backbone(BackboneArgs(backbone="resnet", preset=args.preset, small_image_stem=False),
+                           args.size).to(args.device)
     x = torch.randn(args.batch_size, 3, args.size, args.size, device=args.device)
     print(f"ResNet {args.preset}, {args.batch_size} x {args.size}x{args.size}, {args.device}, "
           f"{torch.get_num_threads()} threads: forward + backward, best of {args.repeats}")

@@ -70,8 +70,8 @@ def main() -> None:
         vx, vy = raw_pixels(test, data.mean, data.std)
         results.append(row("raw pixels", evaluate_features(tx, ty, vx, vy, classes)))
         torch.manual_seed(42)  # the recipes' default seed
-        random_bb = build_backbone(BackboneArgs(kind="resnet", preset=args.preset, image_size=32,
-                                                small_image_upsample=args.small_image_upsample))
+        random_bb = build_backbone(BackboneArgs(backbone="resnet", preset=args.preset,
+                                                small_image_upsample=args.small_image_upsample), 32)
         feats = [extract_features(random_bb, ds, data.mean, data.std, progress=True) for ds in (train, test)]
         results.append(row(f"random backbone (resnet {args.preset})", evaluate_features(*feats[0], *feats[1], classes)))
     from transformers import AutoModel

@@ -38,12 +38,14 @@ from step_common import data_rate, png_dataset, sync  # noqa: E402 (benchmarks/s
 from hfssl.config import parse  # noqa: E402
 from hfssl.ema import cosine_momentum  # noqa: E402
 from hfssl.hub import HubArgs  # noqa: E402
+from hfssl.methods import contrastive_methods  # noqa: E402
 from hfssl.methods.contrastive import CollapseGuard, SSLArgs  # noqa: E402
-from hfssl.methods.ssl_recipe import METHODS, EncoderArgs, MonitorArgs  # noqa: E402
 from hfssl.train import TrainArgs, fit, make_accelerator  # noqa: E402
 from hfssl.vision.arrays import read_idx  # noqa: E402
 from hfssl.vision.backbones import BackboneArgs, build_backbone, input_size  # noqa: E402
 from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, embedded_folder, load_images  # noqa: E402
+from hfssl.vision.probe import MonitorArgs  # noqa: E402
+from hfssl.vision.transforms import AugmentArgs  # noqa: E402
 from hfssl.vision.views import SMALL_FOR_BLUR, TwoViews, ViewArgs  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "images" / "fashion-mnist"
@@ -52,7 +54,7 @@ TARGETS = {"moco": ("query", "key"), "byol": ("online", "target")}  # (trained, 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=list(METHODS), default="simclr")
+    p.add_argument("--method", choices=["simclr", "moco", "byol"], default="simclr")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with Fashion-MNIST IDX files (else embedded)")
     p.add_argument("--max_images", type=int, default=10_000, help="images used (decoded once by hfssl)")
     p.add_argument("--preset", default="small", help="ResNet preset: tiny, small, resnet18, resnet34, resnet50")
@@ -68,18 +70,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def recipe_settings(args) -> tuple[ViewArgs, EncoderArgs, SSLArgs, TrainArgs]:
+def recipe_settings(args) -> tuple[AugmentArgs, ViewArgs, BackboneArgs, SSLArgs, TrainArgs]:
     """The recipe's own parse of its config, with this benchmark's model size, batch, steps and precision."""
     config = ROOT / "recipes" / "configs" / f"{args.method}_tiny.yaml"
-    _, views, enc, ssl, train, _, _ = parse(
-        ImageDataArgs, ViewArgs, EncoderArgs, SSLArgs, TrainArgs, HubArgs, MonitorArgs,
-        args=["--config", str(config), "--preset", args.preset, "--image_size", str(args.image_size),
-              "--small_image_upsample", str(args.small_image_upsample)], defaults={"method": args.method})
+    _, crop, views, enc, ssl, train, _, _ = parse(
+        ImageDataArgs, AugmentArgs, ViewArgs, BackboneArgs, SSLArgs, TrainArgs, HubArgs, MonitorArgs,
+        args=["--preset", args.preset, "--image_size", str(args.image_size),
+              "--small_image_upsample", str(args.small_image_upsample)], default_config=config)
     train = dataclasses.replace(
         train, max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch_size, eval_steps=0,
         save_steps=0, logging_steps=10**6, dataloader_num_workers=args.workers, mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=1, lr_scheduler_type="cosine", max_grad_norm=0, resume=False, report_to="none")
-    return views, enc, ssl, train
+    return crop, views, enc, ssl, train
 
 
 def load_arrays(args) -> np.ndarray:
@@ -88,7 +90,7 @@ def load_arrays(args) -> np.ndarray:
     return read_idx(next(folder.glob("train-images-idx3-ubyte*")))[: args.max_images]
 
 
-def time_hfssl(args, x, model, views: ViewArgs, ssl: SSLArgs, train_args: TrainArgs, out: Path) -> tuple:
+def time_hfssl(args, x, model, crop: AugmentArgs, views: ViewArgs, ssl: SSLArgs, train_args: TrainArgs, out: Path) -> tuple:
     """(images/s of fit, images/s of its data path alone, seconds to decode once, pixel mean, pixel std)."""
     np.savez(out / "images.npz", x=x)
     t0 = time.perf_counter()
@@ -96,7 +98,7 @@ def time_hfssl(args, x, model, views: ViewArgs, ssl: SSLArgs, train_args: TrainA
     decode_s = time.perf_counter() - t0
     train_args = dataclasses.replace(train_args, output_dir=str(out / "hfssl"))
     accelerator = make_accelerator(train_args)
-    transform, guard, ticks = TwoViews(data.mean, data.std, views), CollapseGuard(ssl.collapse_threshold), []
+    transform, guard, ticks = TwoViews(data.mean, data.std, crop, views), CollapseGuard(ssl.collapse_threshold), []
 
     def on_step_end(m, step, total):  # the recipe's: momentum update, collapse guard; then the clock
         m.step_end(step, total)
@@ -113,13 +115,13 @@ def time_hfssl(args, x, model, views: ViewArgs, ssl: SSLArgs, train_args: TrainA
     return step_rate, data_rate(loader, transform, accelerator.device, args.warmup + args.steps, "view1"), decode_s, data.mean, data.std
 
 
-def view_pipeline(args, v: ViewArgs, view: int, mean, std):
+def view_pipeline(args, crop: AugmentArgs, v: ViewArgs, view: int, mean, std):
     """One view as published SimCLR / BYOL code writes it, with the parameters of ``v``."""
     from torchvision import transforms as T
 
     blur, solarize = v.view_probs(view)
-    ops = [T.RandomResizedCrop(args.image_size, scale=(v.crop_min_scale, v.crop_max_scale)),
-           T.RandomHorizontalFlip(v.hflip),
+    ops = [T.RandomResizedCrop(args.image_size, scale=(crop.crop_min_scale, crop.crop_max_scale)),
+           T.RandomHorizontalFlip(crop.hflip),
            T.RandomApply([T.ColorJitter(v.brightness, v.contrast, v.saturation, v.hue)], p=v.jitter_prob),
            T.RandomGrayscale(v.grayscale_prob)]
     if blur > 0 and args.image_size > SMALL_FOR_BLUR:  # hfssl's rule: no blur on images of 32 px and less
@@ -130,10 +132,10 @@ def view_pipeline(args, v: ViewArgs, view: int, mean, std):
     return T.Compose([*ops, T.ToTensor(), T.Normalize(mean=mean, std=std)])
 
 
-def plain_dataset(x: np.ndarray, args, v: ViewArgs, mean, std):
+def plain_dataset(x: np.ndarray, args, crop: AugmentArgs, v: ViewArgs, mean, std):
     """PNG files in an Image column; set_transform draws two independent views of each image on access."""
     ds = png_dataset(x)
-    first, second = view_pipeline(args, v, 0, mean, std), view_pipeline(args, v, 1, mean, std)
+    first, second = view_pipeline(args, crop, v, 0, mean, std), view_pipeline(args, crop, v, 1, mean, std)
 
     def two_views(examples):
         images = [im.convert("RGB") for im in examples["image"]]
@@ -149,12 +151,12 @@ def momentum_update(online, target, m: float) -> None:
         p_t.mul_(m).add_(p_o.detach(), alpha=1 - m)
 
 
-def time_plain(args, x, model, v: ViewArgs, ssl: SSLArgs, train: TrainArgs, mean, std) -> tuple[float, float]:
+def time_plain(args, x, model, crop: AugmentArgs, v: ViewArgs, ssl: SSLArgs, train: TrainArgs, mean, std) -> tuple[float, float]:
     """(images/s of the plain loop, images/s of its data path alone)."""
     from transformers import get_cosine_schedule_with_warmup
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ds = plain_dataset(x, args, v, mean, std)
+    ds = plain_dataset(x, args, crop, v, mean, std)
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                                          drop_last=True)  # default collate: {"view1": (B, 3, S, S), "view2": ...}
     model.to(device).train()
@@ -190,21 +192,19 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    views, enc, ssl, train = recipe_settings(args)
+    crop, views, enc, ssl, train = recipe_settings(args)
     x = load_arrays(args)
-    bb_args = BackboneArgs(kind=enc.backbone, preset=enc.preset, image_size=args.image_size, vit_pooling=enc.vit_pooling,
-                           small_image_stem=enc.small_image_stem, small_image_upsample=enc.small_image_upsample)
     torch.manual_seed(0)
-    ours = METHODS[args.method](build_backbone(bb_args), ssl)
-    plain = METHODS[args.method](build_backbone(bb_args), ssl)
+    ours = contrastive_methods()[args.method](build_backbone(enc, args.image_size), ssl)
+    plain = contrastive_methods()[args.method](build_backbone(enc, args.image_size), ssl)
     plain.load_state_dict(ours.state_dict())  # same initial weights (and MoCo's initial queue)
     with tempfile.TemporaryDirectory() as tmp:
-        ours_rate, ours_data, decode_s, mean, std = time_hfssl(args, x, ours, views, ssl, train, Path(tmp))
-        plain_rate, plain_data = time_plain(args, x, plain, views, ssl, train, list(mean), list(std))
+        ours_rate, ours_data, decode_s, mean, std = time_hfssl(args, x, ours, crop, views, ssl, train, Path(tmp))
+        plain_rate, plain_data = time_plain(args, x, plain, crop, views, ssl, train, list(mean), list(std))
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     name = f"MoCo {ssl.moco_version}" if args.method == "moco" else {"simclr": "SimCLR", "byol": "BYOL"}[args.method]
     print(f"\n{name}, {enc.backbone} {enc.preset}, {len(x)} images {args.image_size}x{args.image_size} (backbone "
-          f"input {input_size(bb_args)} px), batch {args.batch_size} x 2 views, {device}, {args.mixed_precision} "
+          f"input {input_size(enc, args.image_size)} px), batch {args.batch_size} x 2 views, {device}, {args.mixed_precision} "
           f"precision, {args.workers} workers, {args.steps} timed steps (hfssl decoded the images once in "
           f"{decode_s:.1f} s)")
     print(f"{'':24s}{'train images/s':>16s}{'data path alone':>18s}")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import datasets  # noqa: E402
 import transformers  # noqa: E402
 
-from hfssl.text import nsp  # noqa: E402
+from hfssl.text import encode, nsp  # noqa: E402
 from hfssl.text.corpus import DEFAULT_SEPARATOR_FOR_DEFAULT_CORPUS, load_documents  # noqa: E402
 from hfssl.text.tokenizer import load_tokenizer, train_wordpiece  # noqa: E402
 
@@ -62,7 +62,7 @@ def run_pipeline(args, tokenizer, cache_dir: str) -> tuple[dict, datasets.Datase
                                        cache_dir=cache_dir, num_proc=args.num_proc)
     seconds["read + sentences"] = time.perf_counter() - t
     t = time.perf_counter()
-    tokenized = nsp.tokenize_documents(documents, tokenizer, num_proc=args.num_proc)
+    tokenized = encode.tokenize_documents(documents, tokenizer, num_proc=args.num_proc)
     seconds["tokenize"] = time.perf_counter() - t
     t = time.perf_counter()
     instances = nsp.build_instances(tokenized, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,

@@ -1,7 +1,7 @@
 """Model cards for exported folders, and keeping credentials out of everything written.
 
 Hyperparameters whose key looks like a credential, or whose value contains a known token, are
-dropped from the card; any known token left in the text is redacted; :func:`_assert_no_secrets`
+dropped from the card; any known token left in the text is redacted; :func:`assert_no_secrets`
 scans a folder's text files before it is published or pushed.
 """
 
@@ -19,14 +19,19 @@ from typing import Any
 import huggingface_hub
 from huggingface_hub import ModelCard, ModelCardData
 
+from hfssl.report import REPORT_NAME, report_markdown
+
 _SECRET_KEY = re.compile(r"token|secret|password", re.IGNORECASE)
 _TEXT_SUFFIXES = {".json", ".md", ".txt", ".yaml", ".yml", ".jinja", ".py"}
-_REDACTED = "<redacted>"
+REDACTED = "<redacted>"
 
 logger = logging.getLogger(__name__)
 _METHOD_TEXT = {
     "bert-mlm-nsp": "masked language modelling and next sentence prediction "
     "([Devlin et al., 2019](https://arxiv.org/abs/1810.04805))",
+    "bert-mlm": "masked language modelling, BERT's MLM objective without next sentence prediction "
+    "([Devlin et al., 2019](https://arxiv.org/abs/1810.04805); RoBERTa's choice, "
+    "[Liu et al., 2019](https://arxiv.org/abs/1907.11692))",
     "mae": "masked autoencoding ([He et al., 2021](https://arxiv.org/abs/2111.06377))",
     "simclr": "contrastive learning, SimCLR ([Chen et al., 2020](https://arxiv.org/abs/2002.05709))",
     "moco": "momentum contrast, MoCo ([He et al., 2020](https://arxiv.org/abs/1911.05722); v2 "
@@ -50,9 +55,10 @@ class ModelCardInfo:
     license: str | None = None
     usage: str | None = None  # a Python snippet; a default one is written when None
     datasets: list[str] | None = None  # Hub dataset ids, only when the data really is on the Hub
+    report: str | Path | None = None  # the run's report.png: copied into the folder and shown in the card
 
 
-def _known_secrets(extra: Iterable[str | None] = ()) -> set[str]:
+def known_secrets(extra: Iterable[str | None] = ()) -> set[str]:
     """Tokens this process could leak: explicit ones, HF_TOKEN and the stored login token."""
     found = {s for s in extra if s}
     found |= {os.environ[v] for v in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") if os.environ.get(v)}
@@ -85,7 +91,7 @@ def _is_secret_leaf(value: Any, secrets: set[str]) -> bool:
     return not isinstance(value, (dict, list, tuple)) and any(s in str(value) for s in secrets)
 
 
-def _assert_no_secrets(folder: Path, secrets: set[str]) -> None:
+def assert_no_secrets(folder: Path, secrets: set[str]) -> None:
     """Refuse a folder whose text files (config, tokenizer, card) contain a known token."""
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.suffix.lower() in _TEXT_SUFFIXES:
@@ -146,7 +152,7 @@ def _default_usage(card: ModelCardInfo) -> str:
 
 def render_model_card(card: ModelCardInfo, *, secrets: Iterable[str] = ()) -> str:
     """The README.md text: YAML metadata validated by ``ModelCardData``, then the description."""
-    known = _known_secrets(secrets)
+    known = known_secrets(secrets)
     tags = list(dict.fromkeys(["hfssl", card.method, *card.tags]))
     data = ModelCardData(
         library_name="transformers",
@@ -156,6 +162,7 @@ def render_model_card(card: ModelCardInfo, *, secrets: Iterable[str] = ()) -> st
         datasets=list(card.datasets) if card.datasets else None,
     )
     how = _METHOD_TEXT.get(card.method, f"`{card.method}`")
+    report_section = f"\n{report_markdown(REPORT_NAME)}\n" if card.report else ""
     body = f"""
 # {card.model_name}
 
@@ -175,7 +182,7 @@ with `Trainer`.
 ## Results
 
 {_table(_scrub(card.metrics, known), ("metric", "value"))}
-
+{report_section}
 ## Usage
 
 ```python
@@ -184,7 +191,7 @@ with `Trainer`.
 """
     text = str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))  # parses the metadata back: validation
     for s in known:  # last line of defence, e.g. a token pasted into the description or usage
-        text = text.replace(s, _REDACTED)
+        text = text.replace(s, REDACTED)
     return text
 
 

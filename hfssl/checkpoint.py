@@ -9,12 +9,28 @@ We name checkpoints ourselves because Accelerate's automatic naming restarts its
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
 
 CHECKPOINTS = "checkpoints"
+
+
+class _TiedWeightsNote(logging.Filter):
+    """Drop Accelerate's "Removed shared tensor {...} while saving. This should be OK, but check..." line.
+
+    It fires on every checkpoint of a model with tied weights (BERT's MLM decoder is the word-embedding
+    matrix): safetensors stores a shared tensor once and loading re-ties it. That this is lossless is what the
+    bit-identical resume tests check, so the line only alarms users.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 
 
 def prepare_output_dir(output_dir: str | Path, resume: bool, overwrite: bool) -> Path:

@@ -1,12 +1,14 @@
 """Configuration: flat ``*Args`` dataclasses parsed with ``HfArgumentParser``.
 
-Precedence, lowest first: dataclass defaults < ``--config file.yaml`` < command-line flags.
+Precedence, lowest first: dataclass defaults < the recipe's config file (or ``--config file.yaml``) <
+command-line flags.
 An unknown key in the YAML file is an error that names the key and the file, so a typo never
 silently falls back to a default.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -43,33 +45,23 @@ def load_yaml(path: str | Path, allowed: set[str]) -> dict[str, Any]:
     return data
 
 
-def parse(*types: type, args: list[str] | None = None, defaults: dict[str, Any] | None = None) -> tuple:
+def parse(*types: type, args: list[str] | None = None, default_config: str | Path | None = None) -> tuple:
     """Parse ``args`` (default ``sys.argv[1:]``) into one instance of each dataclass in ``types``.
 
-    Precedence, lowest first: dataclass defaults < ``defaults`` (a recipe's own choices, e.g. the settings
-    calibrated for its task) < ``--config FILE`` < command-line flags.
+    Precedence, lowest first: dataclass defaults < the config file < command-line flags. The config file is
+    ``--config FILE`` when given, else the recipe's ``default_config`` (its calibrated settings, written out
+    in ``recipes/configs/``): a recipe's defaults live in exactly one file, and ``--config`` replaces that
+    file rather than layering on it, so what a run used is always one file plus its flags.
     """
     args = list(sys.argv[1:] if args is None else args)
     parser = HfArgumentParser(types)
-    parser.add_argument("--config", type=str, default=None, help="YAML file of key: value defaults")
-    config_path = None
-    if "--config" in args:
-        i = args.index("--config")
-        if i + 1 >= len(args):
-            raise ConfigError("--config needs a file path")
-        config_path = args[i + 1]
-        del args[i : i + 2]
-    else:
-        for i, a in enumerate(args):
-            if a.startswith("--config="):
-                config_path = a.split("=", 1)[1]
-                del args[i]
-                break
-    if defaults:
-        unknown = sorted(set(defaults) - _field_names(types))
-        if unknown:
-            raise ConfigError(f"recipe defaults name unknown key(s): {', '.join(unknown)}")
-        parser.set_defaults(**defaults)
+    parser.add_argument("--config", type=str, default=None,
+                        help="YAML file of key: value settings" + (f" (default: {default_config})" if default_config else ""))
+    # --config is read before the other flags, because its values become the parser's defaults
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", type=str, default=None)
+    known, _ = pre.parse_known_args(args)
+    config_path = known.config if known.config is not None else default_config
     if config_path is not None:
         parser.set_defaults(**load_yaml(config_path, _field_names(types)))
     namespace, extra = parser.parse_known_args(args)

@@ -10,9 +10,9 @@ for known tokens before the folder is published or pushed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -23,19 +23,10 @@ import huggingface_hub
 from huggingface_hub import HfApi
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from hfssl.card import (  # noqa: F401  (re-exported: the card API lives beside the export)
-    _REDACTED,
-    ModelCardInfo,
-    _assert_no_secrets,
-    _known_secrets,
-    render_model_card,
-    write_model_card,
-)
+from hfssl.card import REDACTED, ModelCardInfo, assert_no_secrets, known_secrets, write_model_card
+from hfssl.report import REPORT_NAME
 
 logger = logging.getLogger(__name__)
-
-_SECRET_KEY = re.compile(r"token|secret|password", re.IGNORECASE)
-_TEXT_SUFFIXES = {".json", ".md", ".txt", ".yaml", ".yml", ".jinja", ".py"}
 
 
 
@@ -133,8 +124,12 @@ def save_model_folder(
                 extra.save_pretrained(tmp)
         write_vocab_txt(tokenizer, tmp)
         if card is not None:
+            if card.report is not None and Path(card.report).is_file():
+                shutil.copyfile(card.report, tmp / REPORT_NAME)
+            else:
+                card = dataclasses.replace(card, report=None)  # no picture: the card must not point at one
             write_model_card(tmp, card, secrets=secrets)
-        _assert_no_secrets(tmp, _known_secrets(secrets))
+        assert_no_secrets(tmp, known_secrets(secrets))
         _fsync_tree(tmp)
         _publish(tmp, target)
     except BaseException:
@@ -178,14 +173,14 @@ def push_folder(
         raise _push_error(folder, repo_id, "no Hugging Face token found")
     if huggingface_hub.constants.is_offline_mode():
         raise _push_error(folder, repo_id, "offline mode is on (unset HF_HUB_OFFLINE)")
-    _assert_no_secrets(folder, _known_secrets([token]))
+    assert_no_secrets(folder, known_secrets([token]))
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or huggingface_hub.constants.ENDPOINT).rstrip("/")
     api = HfApi(endpoint=endpoint, token=token)  # HF_ENDPOINT read now, not at import
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message)
     except Exception as err:
-        reason = f"{type(err).__name__}: {err}".replace(token, _REDACTED)
+        reason = f"{type(err).__name__}: {err}".replace(token, REDACTED)
         raise _push_error(folder, repo_id, reason) from None  # no chained traceback that could hold the token
     logger.info("pushed %s to %s", folder, repo_url)
     return str(repo_url)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from hfssl.checkpoint import latest_checkpoint, prepare_output_dir, save_checkpoint
 from hfssl.logs import MetricsLogger, count_units, scalar_metrics, summarize_running
 from hfssl.optim import build_optimizer, build_scheduler
+from hfssl.report import write_report
 
 
 @dataclass
@@ -164,17 +165,17 @@ def fit(
     """
     out, main = Path(args.output_dir), accelerator.is_main_process
     epoch_data = train_data if callable(train_data) else (lambda epoch: train_data)
-    batch, world = args.per_device_train_batch_size, accelerator.num_processes
+    batch_size, world = args.per_device_train_batch_size, accelerator.num_processes
 
     def loader_for(epoch: int):
-        return accelerator.prepare(make_loader(epoch_data(epoch), batch, collate_fn, args, args.seed + epoch))
+        return accelerator.prepare(make_loader(epoch_data(epoch), batch_size, collate_fn, args, args.seed + epoch))
 
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay,
                                 (args.adam_beta1, args.adam_beta2), args.adam_epsilon)
     first_loader = loader_for(0)
     steps_per_epoch = math.ceil(len(first_loader) / args.gradient_accumulation_steps)
     if steps_per_epoch == 0:
-        raise ValueError(f"the training data gives no full batch of {batch} x {world} processes: "
+        raise ValueError(f"the training data gives no full batch of {batch_size} x {world} processes: "
                          "use more data or a smaller --per_device_train_batch_size")
     total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_epochs * steps_per_epoch)
     scheduler = build_scheduler(optimizer, args.lr_scheduler_type, args.warmup, total)
@@ -216,12 +217,12 @@ def fit(
         loader = first_loader if state["epoch"] == 0 else loader_for(state["epoch"])
         if state["batches_in_epoch"]:
             loader = accelerator.skip_first_batches(loader, state["batches_in_epoch"])
-        for micro, batch_ in enumerate(loader, start=state["batches_in_epoch"]):
+        for micro, batch in enumerate(loader, start=state["batches_in_epoch"]):
             if transform is not None:
-                gen = step_generator(args.seed, state["step"], micro, accelerator.process_index, batch_device(batch_))
-                batch_ = transform(batch_, gen)
+                gen = step_generator(args.seed, state["step"], micro, accelerator.process_index, batch_device(batch))
+                batch = transform(batch, gen)
             with accelerator.accumulate(model):
-                output = model(**batch_)
+                output = model(**batch)
                 accelerator.backward(output.loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -233,7 +234,7 @@ def fit(
             for k, v in scalar_metrics(output).items():
                 running[k] = running.get(k, 0.0) + v
             running["_n"] = running.get("_n", 0) + 1
-            unit, n_units = count_units(batch_)
+            unit, n_units = count_units(batch)
             count_tokens += n_units * world
             if not accelerator.sync_gradients:
                 continue
@@ -251,6 +252,8 @@ def fit(
                 eval_metrics = run_eval()
             if args.save_steps > 0 and step % args.save_steps == 0:
                 save_checkpoint(accelerator, out, state, args.save_total_limit)
+                if main:
+                    draw_report(out)
             if step >= total:
                 break
         else:
@@ -259,8 +262,20 @@ def fit(
     progress.close()
     print(f"[process {accelerator.process_index}/{world}] finished {state['step']} optimizer steps")
     eval_metrics = run_eval() or eval_metrics
+    if main:
+        draw_report(out)
     accelerator.end_training()
     return FitResult(unwrapped, state["step"], train_metrics, eval_metrics, accelerator)
+
+
+def draw_report(out: Path) -> Path | None:
+    """``OUTPUT/report.png`` from ``metrics.jsonl`` (at each checkpoint and at the end). The picture is a
+    convenience: a failure to draw it is reported and never costs the run."""
+    try:
+        return write_report(out)
+    except Exception as err:  # noqa: BLE001
+        print(f"warning: could not draw {out / 'report.png'} ({type(err).__name__}: {err}); metrics.jsonl is intact")
+        return None
 
 
 def batch_device(batch) -> torch.device:

@@ -1,6 +1,6 @@
 """Pretrain BERT (masked language model + next sentence prediction) on raw text.
 
-    accelerate launch recipes/bert_mlm.py [--config recipes/configs/bert_tiny.yaml] [--flag value ...]
+    accelerate launch recipes/bert_mlm.py [--config FILE.yaml] [--flag value ...]
 
 With no arguments: a tiny BERT on the embedded Jane Austen corpus, a few minutes on a CPU.
 Sections follow transformers' *_no_trainer.py order: args, Accelerator, seed -> data (main process
@@ -10,28 +10,19 @@ first) -> collator -> model -> fit -> save a folder every Auto* class loads (-> 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hfssl.card import ModelCardInfo
 from hfssl.config import parse
-from hfssl.evaluation import mlm_eval_step, mlm_summary, premask
-from hfssl.hub import HubArgs, ModelCardInfo, push_if_requested, save_model_folder
-from hfssl.methods.bert import BertModelArgs, BertPretrainer
+from hfssl.hub import HubArgs, push_if_requested, save_model_folder
+from hfssl.methods.bert import BertPretrainer, mlm_eval_step, mlm_summary, premask
+from hfssl.methods.bert_config import BertModelArgs
 from hfssl.text.corpus import CorpusArgs, load_corpus
 from hfssl.text.masking import MaskingArgs, MLMCollator
 from hfssl.text.nsp import InstanceBuilder, NSPArgs, format_stats
 from hfssl.text.tokenizer import TokenizerArgs, get_or_train_tokenizer, save_tokenizer
 from hfssl.train import TrainArgs, fit, make_accelerator
 
-# What the recipe runs with no flags: calibrated on 2 CPU cores so that a tiny BERT leaves the MLM
-# "unigram plateau" (held-out masked accuracy ~15 %) and then fine-tunes clearly better than random init
-# (README, "Choosing the defaults" and "Does pretraining help?"). Short sequences and a small batch give
-# more optimizer steps per second; no dropout while pretraining; sinusoidal init of the (learned) position
-# table makes attention to neighbours easy to find; MLM without NSP left the plateau sooner; the peak
-# learning rate must last: a 10,000-step schedule (~11 minutes on 2 cores) escaped where 3,000-6,000 did not.
-# --nsp true gives BERT's MLM + NSP objective.
-RECIPE_DEFAULTS = dict(
-    max_seq_length=64, nsp=False, per_device_train_batch_size=32, learning_rate=1e-3, warmup=0.02,
-    max_steps=10_000, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, sinusoidal_positions=0.02,
-    logging_steps=50, eval_steps=1000, save_steps=2500, output_dir="runs/bert_mlm",
-)
+# What the recipe runs with no flags: recipes/configs/bert_tiny.yaml (its comments say why each value).
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "bert_tiny.yaml"
 
 
 @dataclass
@@ -43,7 +34,7 @@ class EvalSplitArgs:
 def main(argv=None):
     corpus_args, tok_args, nsp_args, mask_args, model_args, train_args, hub_args, split_args = parse(
         CorpusArgs, TokenizerArgs, NSPArgs, MaskingArgs, BertModelArgs, TrainArgs, HubArgs, EvalSplitArgs,
-        args=argv, defaults=RECIPE_DEFAULTS)
+        args=argv, default_config=DEFAULT_CONFIG)
     accelerator = make_accelerator(train_args)
     out = Path(train_args.output_dir)
 
@@ -92,7 +83,7 @@ def main(argv=None):
             datasets_description=f"{corpus_args.corpus or 'embedded Jane Austen novels (public domain)'}; {report}",
             hyperparameters={**asdict(model_args), **asdict(nsp_args), **asdict(mask_args), **asdict(train_args),
                              "vocab_size": len(tokenizer)},
-            metrics={**result.eval_metrics, "steps": result.step})
+            metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png")
         folder = save_model_folder(result.model.model, out / "model", tokenizer=tokenizer, card=card,
                                    overwrite=train_args.overwrite_output_dir or train_args.resume,
                                    secrets=[hub_args.hub_token] if hub_args.hub_token else ())

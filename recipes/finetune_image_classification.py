@@ -1,7 +1,9 @@
 """Fine-tune an image classifier with transformers' Trainer, from a pretrained folder or from scratch.
 
-    python recipes/finetune_image_classification.py --model_name_or_path runs/mae_tiny/model \
-        --output_dir runs/ft [--data ...] [--from_scratch] [--config recipes/configs/finetune_image_classification.yaml]
+    python recipes/finetune_image_classification.py [--model_name_or_path runs/mae_tiny/model] \
+        [--output_dir runs/ft] [--data ...] [--from_scratch] [--config FILE.yaml]
+
+Defaults: recipes/configs/finetune_image_classification.yaml (the ViT that recipes/mae.py exports).
 
 The images come in exactly as for pretraining (hfssl.vision.data: folders, save_to_disk, .npz, IDX, or the
 embedded Fashion-MNIST subset) and are normalised with the model folder's image processor, so training
@@ -11,6 +13,7 @@ pretraining gain is measured against (without --model_name_or_path it builds a V
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import (
     AutoConfig,
@@ -21,33 +24,36 @@ from transformers import (
 )
 
 from hfssl.config import parse
-from hfssl.finetune import (
+from hfssl.finetune.common import (
     FinetuneTrainingArguments,
+    ModelArgs,
     check_output_dir,
-    classification_metrics,
     describe_loading,
     load_model,
     train_and_finish,
 )
-from hfssl.methods.mae import MAEArgs, mae_config
+from hfssl.finetune.metrics import classification_metrics
+from hfssl.methods.mae import MAEArgs, mae_config, vit_config_from_mae
 from hfssl.vision.data import ImageDataArgs, load_images
-from hfssl.vision.export import vit_config_from_mae, vit_image_processor
+from hfssl.vision.export import vit_image_processor
 from hfssl.vision.transforms import AugmentArgs, ClassificationTransform, ImageViews
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "finetune_image_classification.yaml"
 
 
 @dataclass
-class FinetuneArgs:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Model folder (e.g. OUTPUT/model of "
-                                           "recipes/mae.py) or Hub id. Without it, --from_scratch builds a ViT."})
-    from_scratch: bool = field(default=False, metadata={"help": "Same architecture, random initial weights."})
-    preset: str = field(default="tiny", metadata={"help": "ViT size when there is no model folder."})
+class ScratchViTArgs:
+    """The ViT to build when there is no model folder (``--from_scratch`` alone)."""
+
+    preset: str = field(default="tiny", metadata={"help": "ViT size (MAE's presets) when there is no model folder."})
     patch_size: int = field(default=4, metadata={"help": "ViT patch size when there is no model folder."})
 
 
 def main(argv=None) -> dict:
     """Run the recipe; returns the final evaluation metrics (eval_accuracy, eval_f1 = macro-F1, eval_loss)."""
-    data_args, aug_args, ft_args, training_args = parse(ImageDataArgs, AugmentArgs, FinetuneArgs,
-                                                        FinetuneTrainingArguments, args=argv)
+    data_args, aug_args, ft_args, vit_args, training_args = parse(
+        ImageDataArgs, AugmentArgs, ModelArgs, ScratchViTArgs, FinetuneTrainingArguments, args=argv,
+        default_config=DEFAULT_CONFIG)
     if not ft_args.model_name_or_path and not ft_args.from_scratch:
         raise SystemExit("give --model_name_or_path (a pretrained folder) or --from_scratch")
     check_output_dir(training_args)
@@ -76,7 +82,7 @@ def main(argv=None) -> dict:
         config = AutoConfig.from_pretrained(path, **labels)
         model, info = load_model(AutoModelForImageClassification, path, config, ft_args.from_scratch)
     else:
-        config = vit_config_from_mae(mae_config(MAEArgs(ft_args.preset, ft_args.patch_size), data.image_size), **labels)
+        config = vit_config_from_mae(mae_config(MAEArgs(vit_args.preset, vit_args.patch_size), data.image_size), **labels)
         model, info = AutoModelForImageClassification.from_config(config), {}
     print(describe_loading(info, ft_args.from_scratch or not path, head_prefixes=("classifier.",)))
 

@@ -6,13 +6,15 @@
 Rows: ``{"id", "title"?, "context", "question", "answers": {"text": [...], "answer_start": [...]}}``.
 Long contexts are split into windows of ``--max_seq_length`` tokens overlapping by ``--doc_stride``;
 evaluation reports SQuAD v1.1 exact match and F1. transformers 5 has no question-answering pipeline:
-use ``hfssl.finetune_qa.QuestionAnswerer.from_pretrained(DIR)(question=..., context=...)``.
+use ``hfssl.finetune.qa.QuestionAnswerer.from_pretrained(DIR)(question=..., context=...)``.
 """
+
+from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, Trainer, set_seed
 
 from hfssl.config import parse
-from hfssl.finetune import (
+from hfssl.finetune.common import (
     DataFilesArgs,
     FinetuneTrainingArguments,
     ModelArgs,
@@ -23,7 +25,9 @@ from hfssl.finetune import (
     run_cli,
     train_and_finish,
 )
-from hfssl.finetune_qa import QAArgs, featurize, load_qa_data, model_inputs, qa_metrics
+from hfssl.finetune.qa import QAArgs, featurize, load_qa_data, model_inputs, qa_metrics
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "finetune_qa.yaml"
 
 
 def main(argv=None) -> dict:
@@ -33,7 +37,7 @@ def main(argv=None) -> dict:
     check_output_dir(training_args)
     set_seed(training_args.seed)  # before the head (or the whole model) is initialised
 
-    path = model_args.model_name_or_path
+    path = model_args.require_path("the OUTPUT/model folder of recipes/bert_mlm.py")
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)
     max_length = effective_max_length(qa.max_seq_length, tokenizer, config)

@@ -8,30 +8,36 @@ label column of strings or integers. The saved folder runs in ``pipeline("text-c
 and returns the label names. ``--from_scratch`` trains the same architecture from random weights.
 """
 
+from pathlib import Path
+
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer, set_seed
 
 from hfssl.config import parse
-from hfssl.finetune import (
+from hfssl.finetune.common import (
     DataFilesArgs,
     FinetuneTrainingArguments,
     ModelArgs,
-    TextClassificationArgs,
     check_output_dir,
-    classification_metrics,
     describe_loading,
     effective_max_length,
-    encode_classification,
-    load_classification_data,
     load_model,
     run_cli,
     train_and_finish,
 )
+from hfssl.finetune.metrics import classification_metrics
+from hfssl.finetune.text_classification import (
+    TextClassificationArgs,
+    encode_classification,
+    load_classification_data,
+)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "finetune_text_classification.yaml"
 
 
 def main(argv=None) -> dict:
     """Run the recipe; returns the final evaluation metrics (eval_accuracy, eval_f1 = macro-F1, eval_loss)."""
     model_args, files, task, training_args = parse(
-        ModelArgs, DataFilesArgs, TextClassificationArgs, FinetuneTrainingArguments, args=argv)
+        ModelArgs, DataFilesArgs, TextClassificationArgs, FinetuneTrainingArguments, args=argv, default_config=DEFAULT_CONFIG)
     check_output_dir(training_args)
     set_seed(training_args.seed)  # before the head (or the whole model) is initialised
 
@@ -42,7 +48,7 @@ def main(argv=None) -> dict:
           f"{len(labels)} labels: {', '.join(labels)}")
 
     # Model: the label names go into the config, so pipelines and the Hub widget show them.
-    path = model_args.model_name_or_path
+    path = model_args.require_path("the OUTPUT/model folder of recipes/bert_mlm.py")
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
                                         label2id={name: i for i, name in enumerate(labels)})

@@ -8,18 +8,19 @@ folder that AutoModelForImageClassification fine-tunes (recipes/finetune_image_c
 Sections: args, Accelerator, seed -> images (main process first, decoded once) -> model -> fit -> export.
 """
 
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from hfssl.card import ModelCardInfo
 from hfssl.config import parse
-from hfssl.hub import HubArgs, ModelCardInfo, push_if_requested
+from hfssl.hub import HubArgs, push_if_requested
 from hfssl.methods.mae import (
     MAEArgs,
     MAEBatchTransform,
     MAEPretrainer,
+    export_vit,
     mae_config,
     mae_eval_step,
     mae_summary,
@@ -27,7 +28,6 @@ from hfssl.methods.mae import (
 )
 from hfssl.train import TrainArgs, fit, make_accelerator
 from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, load_images, pixels_from_bytes
-from hfssl.vision.export import export_vit
 from hfssl.vision.pictures import ReconstructionPictures
 from hfssl.vision.transforms import AugmentArgs, ImageViews
 
@@ -40,11 +40,8 @@ class PictureArgs:
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not any(a == "--config" or a.startswith("--config=") for a in argv):
-        argv = ["--config", str(DEFAULT_CONFIG), *argv]  # MAE's optimiser settings, not TrainArgs' BERT-ish ones
     data_args, aug_args, mae_args, train_args, hub_args, pic_args = parse(
-        ImageDataArgs, AugmentArgs, MAEArgs, TrainArgs, HubArgs, PictureArgs, args=argv)
+        ImageDataArgs, AugmentArgs, MAEArgs, TrainArgs, HubArgs, PictureArgs, args=argv, default_config=DEFAULT_CONFIG)
     accelerator = make_accelerator(train_args)
     out = Path(train_args.output_dir)
     if mae_args.base_learning_rate > 0:  # MAE's linear scaling rule, on the batch of all processes
@@ -82,7 +79,7 @@ def main(argv=None):
             datasets_description=f"{data.report}; images resized to {data.image_size}x{data.image_size} RGB",
             hyperparameters={**asdict(mae_args), **asdict(aug_args), **asdict(train_args),
                              "image_size": data.image_size, "image_mean": data.mean, "image_std": data.std},
-            metrics={**result.eval_metrics, "steps": result.step})
+            metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png")
         folder = export_vit(result.model, out / "model", mean=data.mean, std=data.std, card=card,
                             overwrite=train_args.overwrite_output_dir or train_args.resume,
                             secrets=[hub_args.hub_token] if hub_args.hub_token else ())

@@ -1,25 +1,9 @@
-"""Pretrain an image backbone with SimCLR, export it as a plain transformers ResNet / ViT.
+"""SimCLR (2002.05709): recipes/contrastive.py with recipes/configs/simclr_tiny.yaml as its default config.
 
-    accelerate launch recipes/simclr.py [--config recipes/configs/simclr_tiny.yaml] [--flag value ...]
-
-With no arguments: recipes/configs/simclr_tiny.yaml, a small ResNet on the embedded Fashion-MNIST subset, a few
-minutes on a CPU, with the kNN accuracy of the frozen backbone in the progress output at every evaluation
-and a linear probe at the end (when the images have labels; training never uses them). Writes
-OUTPUT/model, a folder that AutoModelForImageClassification fine-tunes
-(recipes/finetune_image_classification.py --model_name_or_path OUTPUT/model).
-The recipe body is shared with the other contrastive recipes: hfssl/methods/ssl_recipe.py.
+    accelerate launch recipes/simclr.py [--config FILE.yaml] [--flag value ...]
 """
 
-from pathlib import Path
-
-from hfssl.methods.ssl_recipe import main as run
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "simclr_tiny.yaml"
-
-
-def main(argv=None) -> dict:
-    return run("simclr", DEFAULT_CONFIG, argv)
-
+from contrastive import CONFIGS, main
 
 if __name__ == "__main__":
-    main()
+    main(default_config=CONFIGS / "simclr_tiny.yaml")

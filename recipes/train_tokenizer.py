@@ -12,11 +12,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from hfssl.config import parse
+from hfssl.text.corpus import CorpusArgs, load_corpus
+from hfssl.text.tokenizer import TokenizerArgs, save_tokenizer, train_wordpiece
 
-from hfssl.config import parse  # noqa: E402
-from hfssl.text.corpus import CorpusArgs, load_corpus  # noqa: E402
-from hfssl.text.tokenizer import TokenizerArgs, save_tokenizer, train_wordpiece  # noqa: E402
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train_tokenizer.yaml"
 
 
 @dataclass
@@ -26,7 +26,7 @@ class OutputArgs:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    corpus_args, tok_args, out_args = parse(CorpusArgs, TokenizerArgs, OutputArgs, args=argv)
+    corpus_args, tok_args, out_args = parse(CorpusArgs, TokenizerArgs, OutputArgs, args=argv, default_config=DEFAULT_CONFIG)
     output_dir = Path(out_args.output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not out_args.overwrite_output_dir:
         sys.exit(f"error: {output_dir} is not empty; pass --overwrite_output_dir or choose another --output_dir")

@@ -7,20 +7,20 @@ from transformers import AutoModelForImageClassification
 from hfssl.vision.backbones import BackboneArgs, build_backbone, feature_dim, features, input_size
 
 
-@pytest.mark.parametrize("args", [
-    BackboneArgs(kind="resnet", preset="tiny", image_size=32),
-    BackboneArgs(kind="resnet", preset="tiny", image_size=32, small_image_stem=False),
-    BackboneArgs(kind="vit", preset="test", image_size=16),
-    BackboneArgs(kind="vit", preset="test", image_size=16, vit_pooling="mean"),
+@pytest.mark.parametrize("args, size", [
+    (BackboneArgs(backbone="resnet", preset="tiny"), 32),
+    (BackboneArgs(backbone="resnet", preset="tiny", small_image_stem=False), 32),
+    (BackboneArgs(backbone="vit", preset="test"), 16),
+    (BackboneArgs(backbone="vit", preset="test", vit_pooling="mean"), 16),
 ])
-def test_feature_dim_is_the_output_size(args):
+def test_feature_dim_is_the_output_size(args, size):
     torch.manual_seed(0)
-    model = build_backbone(args).eval()
-    x = torch.randn(2, 3, args.image_size, args.image_size)
+    model = build_backbone(args, size).eval()
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         f = features(model, x)
     assert f.shape == (2, feature_dim(model))
-    if args.kind == "resnet":
+    if args.backbone == "resnet":
         assert feature_dim(model) == 128  # tiny preset's last hidden size
     else:
         assert feature_dim(model) == 32
@@ -38,12 +38,12 @@ def test_resnet_bottleneck_feature_dim_from_config():
 
 
 def test_small_image_resnet_upsamples_so_the_stem_keeps_the_resolution():
-    small = BackboneArgs(preset="tiny", image_size=32)
-    assert input_size(small) == 128
-    assert input_size(BackboneArgs(preset="tiny", image_size=32, small_image_stem=False)) == 32
-    assert input_size(BackboneArgs(preset="tiny", image_size=96)) == 96
-    assert input_size(BackboneArgs(kind="vit", preset="test", image_size=32)) == 32
-    model = build_backbone(small).eval()
+    small = BackboneArgs(preset="tiny")
+    assert input_size(small, 32) == 128
+    assert input_size(BackboneArgs(preset="tiny", small_image_stem=False), 32) == 32
+    assert input_size(small, 96) == 96
+    assert input_size(BackboneArgs(backbone="vit", preset="test"), 32) == 32
+    model = build_backbone(small, 32).eval()
     seen = {}
 
     def hook(module, inputs, output):
@@ -59,7 +59,7 @@ def test_resnet_features_channels_last_match_the_plain_call():
     """features() feeds the ResNet channels-last (faster convolutions); values and gradients must be those
     of the plain transformers call on the usual channels-first tensor, up to float rounding."""
     torch.manual_seed(0)
-    model = build_backbone(BackboneArgs(preset="tiny", image_size=16, small_image_stem=False)).double()
+    model = build_backbone(BackboneArgs(preset="tiny", small_image_stem=False), 16).double()
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
     seen = {}
     model.embedder.register_forward_hook(lambda m, i, o: seen.update(channels_last=i[0].is_contiguous(
@@ -76,27 +76,27 @@ def test_resnet_features_channels_last_match_the_plain_call():
 
 def test_bad_args():
     with pytest.raises(ValueError):
-        BackboneArgs(kind="convnext")
+        BackboneArgs(backbone="convnext")
     with pytest.raises(ValueError):
-        BackboneArgs(kind="vit", preset="resnet18")
+        BackboneArgs(backbone="vit", preset="resnet18")
     with pytest.raises(ValueError):
-        build_backbone(BackboneArgs(kind="vit", preset="test", image_size=18))
+        build_backbone(BackboneArgs(backbone="vit", preset="test"), 18)
 
 
-@pytest.mark.parametrize("args", [BackboneArgs(preset="tiny", image_size=32),
-                                  BackboneArgs(kind="vit", preset="test", image_size=16)])
-def test_saved_backbone_loads_for_image_classification(tmp_path, args):
+@pytest.mark.parametrize("args, size", [(BackboneArgs(preset="tiny"), 32),
+                                        (BackboneArgs(backbone="vit", preset="test"), 16)])
+def test_saved_backbone_loads_for_image_classification(tmp_path, args, size):
     torch.manual_seed(0)
-    model = build_backbone(args)
+    model = build_backbone(args, size)
     model.save_pretrained(tmp_path)
     clf, info = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=10, output_loading_info=True)
     assert not info["unexpected_keys"]
     assert info["missing_keys"] and all(k.startswith("classifier.") for k in info["missing_keys"])
-    base = clf.resnet if args.kind == "resnet" else clf.vit
+    base = clf.resnet if args.backbone == "resnet" else clf.vit
     loaded = base.state_dict()
     for name, value in model.state_dict().items():
         assert torch.equal(loaded[name], value), name
-    expected = input_size(args) if input_size(args) != args.image_size else None
+    expected = input_size(args, size) if input_size(args, size) != size else None
     assert clf.config.hfssl_upsample_to == expected
-    x = torch.randn(2, 3, args.image_size, args.image_size)
+    x = torch.randn(2, 3, size, size)
     assert clf.eval()(pixel_values=x).logits.shape == (2, 10)

@@ -14,14 +14,8 @@ from transformers import (
 )
 
 from hfssl.config import parse
-from hfssl.methods.bert import (
-    PRESETS,
-    BertModelArgs,
-    BertPretrainer,
-    _MaskedCrossEntropy,
-    bert_config,
-    parse_config_overrides,
-)
+from hfssl.methods.bert import BertPretrainer, MaskedCrossEntropy
+from hfssl.methods.bert_config import PRESETS, BertModelArgs, bert_config, parse_config_overrides
 
 VOCAB = 300
 
@@ -188,14 +182,14 @@ def test_fused_masked_cross_entropy_matches_torch(dtype):
     ref_logits = logits.detach().float().requires_grad_()
     ref = F.cross_entropy(ref_logits, target, reduction="sum") / 9
     (3 * ref).backward()  # a gradient other than 1 reaches the loss
-    loss, pred = _MaskedCrossEntropy.apply(logits, target, torch.tensor(9))
+    loss, pred = MaskedCrossEntropy.apply(logits, target, torch.tensor(9))
     (3 * loss).backward()
     torch.testing.assert_close(loss, ref.detach(), atol=1e-6, rtol=1e-6)
     assert logits.grad.dtype == dtype and not pred.requires_grad
     tol = 1e-6 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(logits.grad.float(), ref_logits.grad, atol=tol, rtol=tol)
     assert torch.equal(pred, logits.detach().float().argmax(-1))
-    loss, _ = _MaskedCrossEntropy.apply(logits, target, torch.tensor(9))
+    loss, _ = MaskedCrossEntropy.apply(logits, target, torch.tensor(9))
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="twice"):
         loss.backward()
@@ -274,7 +268,8 @@ def test_sinusoidal_position_init_is_the_transformer_table_and_keeps_the_format(
 
     from transformers import BertForPreTraining
 
-    from hfssl.methods.bert import BertModelArgs, BertPretrainer
+    from hfssl.methods.bert import BertPretrainer
+    from hfssl.methods.bert_config import BertModelArgs
 
     args = BertModelArgs(preset="tiny", sinusoidal_positions=0.05, max_position_embeddings=64)
     model = BertPretrainer.from_args(args, vocab_size=100)

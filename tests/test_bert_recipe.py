@@ -91,6 +91,20 @@ def test_fill_mask_pipeline_and_metrics(trained):
     assert train[-1]["mlm_loss"] < train[0]["mlm_loss"]  # it moved off the initial ~ln(1200) = 7.1
 
 
+def test_run_report_picture_in_the_output_and_the_model_card(trained):
+    from PIL import Image
+
+    from hfssl.report import load_series
+
+    drawn = load_series(trained / "metrics.jsonl")  # what the picture plots: every logged series
+    assert {"loss", "lr", "tokens_per_s", "eval_mlm_accuracy"} <= set(drawn)
+    for picture in (trained / "report.png", trained / "model" / "report.png"):
+        with Image.open(picture) as image:
+            assert image.format == "PNG" and image.size[0] >= 800
+    assert (trained / "report.png").read_bytes() == (trained / "model" / "report.png").read_bytes()
+    assert "![training report](report.png)" in (trained / "model" / "README.md").read_text()
+
+
 def test_refuses_to_overwrite_a_run(trained, corpus):
     proc = subprocess.run([sys.executable, str(ROOT / "recipes/bert_mlm.py"), "--corpus", str(corpus),
                            "--output_dir", str(trained), "--max_steps", "2", *SMALL],

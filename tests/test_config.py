@@ -48,37 +48,55 @@ def test_missing_config_and_unknown_flag(tmp_path):
         parse(A, args=["--bogus", "1"])
 
 
-def test_recipe_defaults_sit_between_dataclass_and_yaml(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("steps: 7\n")
-    a, b = parse(A, B, args=[], defaults={"lr": 0.3, "steps": 5})
+def test_default_config_is_replaced_by_config_and_overridden_by_flags(tmp_path):
+    """A recipe's defaults are one file: used without --config, replaced (not layered) by --config."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 0.3\nsteps: 5\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("steps: 7\n")
+    a, b = parse(A, B, args=[], default_config=recipe)
     assert (a.lr, b.steps) == (0.3, 5)
-    a, b = parse(A, B, args=["--config", str(cfg)], defaults={"lr": 0.3, "steps": 5})
-    assert (a.lr, b.steps) == (0.3, 7)
-    a, b = parse(A, B, args=["--lr", "1"], defaults={"lr": 0.3})
-    assert a.lr == 1.0
+    a, b = parse(A, B, args=["--config", str(mine)], default_config=recipe)
+    assert (a.lr, b.steps) == (1e-3, 7)  # the recipe file's lr does not leak into a run given its own file
+    a, b = parse(A, B, args=["--lr", "1"], default_config=recipe)
+    assert (a.lr, b.steps) == (1.0, 5)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nope: 1\n")
     with pytest.raises(ConfigError, match="nope"):
-        parse(A, args=[], defaults={"nope": 1})
+        parse(A, args=[], default_config=bad)
 
 
-def test_bert_tiny_yaml_writes_out_the_recipe_defaults():
-    """recipes/configs/bert_tiny.yaml is documented as the recipe's defaults: both must give the same args."""
-    import sys as _sys
-    from pathlib import Path as _Path
+@dataclass
+class C:
+    config_overrides: str = field(default="", metadata={"help": "a flag whose name starts with --config"})
 
-    root = _Path(__file__).resolve().parents[1]
-    _sys.path.insert(0, str(root / "recipes"))
-    import bert_mlm
 
-    from hfssl.hub import HubArgs
-    from hfssl.methods.bert import BertModelArgs
-    from hfssl.text.corpus import CorpusArgs
-    from hfssl.text.masking import MaskingArgs
-    from hfssl.text.nsp import NSPArgs
-    from hfssl.text.tokenizer import TokenizerArgs
-    from hfssl.train import TrainArgs
+def test_flag_starting_with_config_is_not_the_config_file():
+    (c,) = parse(C, args=["--config_overrides", "a=1"])
+    assert c.config_overrides == "a=1"
 
-    types = (CorpusArgs, TokenizerArgs, NSPArgs, MaskingArgs, BertModelArgs, TrainArgs, HubArgs, bert_mlm.EvalSplitArgs)
-    plain = parse(*types, args=[], defaults=bert_mlm.RECIPE_DEFAULTS)
-    from_file = parse(*types, args=["--config", str(root / "recipes/configs/bert_tiny.yaml")])
-    assert plain == from_file
+
+def test_every_recipe_config_parses_with_its_recipe(capsys):
+    """Each file in recipes/configs/ names its recipe on line 1 and holds only keys that recipe knows."""
+    import importlib.util
+    import re
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "recipes"))  # what running a recipe as a script does (launchers import it)
+    try:
+        for cfg in sorted((root / "recipes/configs").glob("*.yaml")):
+            first = cfg.read_text().splitlines()[0]
+            m = re.search(r"recipes/(\w+)\.py", first)
+            assert m and (root / m.group(0)).is_file(), f"{cfg.name}: first line must name its recipe: {first}"
+            spec = importlib.util.spec_from_file_location(f"recipe_{m.group(1)}", root / m.group(0))
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses look their module up
+            spec.loader.exec_module(module)
+            with pytest.raises(SystemExit) as done:
+                module.main(["--config", str(cfg), "--help"])
+            assert done.value.code == 0, cfg.name
+            assert "--output_dir" in capsys.readouterr().out
+    finally:
+        sys.path.remove(str(root / "recipes"))

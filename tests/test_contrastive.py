@@ -24,7 +24,7 @@ N = 8
 
 def backbone():
     torch.manual_seed(0)
-    return build_backbone(BackboneArgs(kind="resnet", preset="tiny", image_size=16, small_image_upsample=2))
+    return build_backbone(BackboneArgs(backbone="resnet", preset="tiny", small_image_upsample=2), 16)
 
 
 def views(seed=1):
@@ -180,7 +180,7 @@ def test_vit_backbone_trains_and_exports_for_image_classification(tmp_path):
     from hfssl.vision.export import export_backbone
 
     torch.manual_seed(0)
-    vit = build_backbone(BackboneArgs(kind="vit", preset="test", image_size=16, vit_pooling="mean"))
+    vit = build_backbone(BackboneArgs(backbone="vit", preset="test", vit_pooling="mean"), 16)
     model = BYOL(vit, small())
     v1, v2 = views()
     model(v1, v2).loss.backward()

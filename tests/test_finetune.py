@@ -42,7 +42,8 @@ def pretrained(tmp_path_factory) -> Path:
     """A tiny BertForPreTraining + WordPiece tokenizer saved the way recipes/bert_mlm.py saves its model."""
     from transformers import BertConfig, BertForPreTraining, set_seed
 
-    from hfssl.hub import ModelCardInfo, save_model_folder
+    from hfssl.card import ModelCardInfo
+    from hfssl.hub import save_model_folder
     from hfssl.text.tokenizer import save_tokenizer, train_wordpiece
 
     texts = [r["text"] for r in _rows("cls_train.jsonl")] + [r["context"] for r in _rows("qa_train.jsonl")]
@@ -106,7 +107,7 @@ def test_pretrained_encoder_is_loaded_and_from_scratch_is_not(pretrained):
     """The recipes' loading code path: only the task head is new; --from_scratch replaces everything."""
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-    from hfssl.finetune import describe_loading, load_model
+    from hfssl.finetune.common import describe_loading, load_model
 
     saved = _encoder(load_file(pretrained / "model.safetensors"))
     cases = [(AutoModelForSequenceClassification, {"num_labels": 3}, {"classifier.weight", "classifier.bias"}),
@@ -154,7 +155,7 @@ def test_from_scratch_with_csv_pairs_and_integer_labels(pretrained, tmp_path, ca
     ("float_label", r"bad.jsonl: column 'label' holds fractional numbers"),
 ])
 def test_classification_bad_input_names_the_row_or_column(pretrained, tmp_path, problem, expected):
-    from hfssl.finetune import DataError
+    from hfssl.finetune.common import DataError
 
     rows = _rows("cls_train.jsonl")
     train, validation = "cls_train.jsonl", "cls_validation.jsonl"
@@ -177,7 +178,8 @@ def test_classification_bad_input_names_the_row_or_column(pretrained, tmp_path, 
 
 
 def test_validation_split_holds_out_rows_of_the_training_file():
-    from hfssl.finetune import DataFilesArgs, TextClassificationArgs, load_classification_data
+    from hfssl.finetune.common import DataFilesArgs
+    from hfssl.finetune.text_classification import TextClassificationArgs, load_classification_data
 
     files = DataFilesArgs(train_file=str(DATA / "cls_train.jsonl"), validation_split=0.2, max_train_samples=20)
     splits, labels = load_classification_data(files, TextClassificationArgs(), seed=0)
@@ -189,7 +191,7 @@ def test_validation_split_holds_out_rows_of_the_training_file():
 def test_accuracy_and_f1_match_scikit_learn():
     from sklearn.metrics import accuracy_score, f1_score
 
-    from hfssl.finetune import F1, Accuracy
+    from hfssl.finetune.metrics import F1, Accuracy
 
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -203,7 +205,7 @@ def test_accuracy_and_f1_match_scikit_learn():
 def test_label_names_and_deterministic_subsample():
     import datasets
 
-    from hfssl.finetune import label_names, subsample
+    from hfssl.finetune.common import label_names, subsample
 
     assert label_names(["10", "2", "1", "2"]) == ["1", "2", "10"]
     assert label_names(["b", "a", "B"]) == ["B", "a", "b"]
@@ -220,7 +222,7 @@ def test_qa_windows_label_the_answer_tokens(pretrained):
     import datasets
     from transformers import AutoTokenizer
 
-    from hfssl.finetune_qa import featurize
+    from hfssl.finetune.qa import featurize
 
     tokenizer = AutoTokenizer.from_pretrained(pretrained)
     examples = datasets.Dataset.from_list(_rows("qa_train.jsonl"))
@@ -264,7 +266,7 @@ def _brute_force(contexts, example_idx, offsets, start, end, n_best, max_len):
 
 
 def test_postprocess_matches_brute_force_search():
-    from hfssl.finetune_qa import postprocess_qa
+    from hfssl.finetune.qa import postprocess_qa
 
     rng = np.random.default_rng(0)
     contexts = ["aa bb cc dd ee ff gg hh", "one two three four five"]
@@ -288,7 +290,7 @@ def test_postprocess_matches_brute_force_search():
 
 
 def test_squad_metric_against_hand_computed_values():
-    from hfssl.finetune_qa import Squad, normalize_answer
+    from hfssl.finetune.metrics import Squad, normalize_answer
 
     assert normalize_answer("  The  Eiffel-Tower, an icon! ") == "eiffeltower icon"
     refs = [{"id": "a", "answers": {"text": ["Eiffel tower"], "answer_start": [0]}},
@@ -308,7 +310,7 @@ def test_squad_metric_against_hand_computed_values():
 
 
 def test_official_nested_squad_json_reads_like_the_flat_rows(tmp_path):
-    from hfssl.finetune_qa import load_squad_file
+    from hfssl.finetune.qa import load_squad_file
 
     rows = _rows("qa_train.jsonl")
     articles = {}
@@ -331,7 +333,8 @@ def _qa_args(pretrained, out, *extra, train="qa_train.jsonl", validation="qa_val
 
 
 def test_qa_recipe_end_to_end(pretrained, tmp_path, capsys):
-    from hfssl.finetune_qa import QuestionAnswerer, Squad
+    from hfssl.finetune.metrics import Squad
+    from hfssl.finetune.qa import QuestionAnswerer
 
     out = tmp_path / "qa"
     metrics = _recipe("finetune_qa").main(["--config", str(ROOT / "recipes/configs/finetune_qa.yaml"),
@@ -371,7 +374,7 @@ def test_qa_recipe_end_to_end(pretrained, tmp_path, capsys):
     ("long_question", r"bad.jsonl: row 3 \(0-based, id 'q5'\) has a \d+-token question, too long for max_seq_length 64"),
 ])
 def test_qa_bad_input_names_the_row(pretrained, tmp_path, problem, expected):
-    from hfssl.finetune import DataError
+    from hfssl.finetune.common import DataError
 
     rows = _rows("qa_train.jsonl")
     if problem == "missing_question":

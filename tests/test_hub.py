@@ -30,7 +30,8 @@ from transformers import (
 )
 
 from hfssl import hub
-from hfssl.hub import HubArgs, ModelCardInfo, push_folder, save_model_folder, write_model_card
+from hfssl.card import ModelCardInfo, write_model_card
+from hfssl.hub import HubArgs, push_folder, save_model_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_hub import FakeHub  # noqa: E402

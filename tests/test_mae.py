@@ -16,13 +16,14 @@ from hfssl.methods.mae import (
     MAEArgs,
     MAEBatchTransform,
     MAEPretrainer,
+    export_vit,
     mae_config,
+    mae_encoder_as_vit,
     mae_eval_step,
     mae_summary,
     sincos_position_embedding,
 )
 from hfssl.vision.arrays import arrays_to_pixels
-from hfssl.vision.export import export_vit, mae_encoder_as_vit
 from hfssl.vision.pictures import ReconstructionPictures, reconstruction_grid
 from hfssl.vision.transforms import AugmentArgs, ImageViews
 

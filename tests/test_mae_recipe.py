@@ -41,6 +41,7 @@ def data(tmp_path_factory) -> Path:
 
 
 def run(script: str, *args, launcher=(), timeout=300) -> str:
+    """Run ``script`` (a path under the repository) with ``args`` as a user would; returns its stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, *launcher, str(ROOT / script), *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=timeout, env=env)

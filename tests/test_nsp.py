@@ -105,7 +105,7 @@ def test_matches_google_port(balance, seed, max_seq_length, short_seq_prob):
     lengths[3] = [0, 4, 0]  # empty sentences are dropped, as Google
     lengths.insert(5, [0])  # an empty document is skipped
     corpus = make_corpus(lengths)
-    flat = nsp._Corpus(corpus)
+    flat = encode.TokenCorpus(corpus)
     documents = non_empty(corpus)
     ours, theirs = random.Random(seed), random.Random(seed)
     debt_ours, debt_theirs = [0.0], [0.0]
@@ -294,14 +294,14 @@ def test_tokenize_documents_matches_the_tokenizer(kind, bert_tokenizer):
     assert encode._Encoder(tok).by_word == (kind == "bert")  # both encoding paths are exercised
     tok.backend_tokenizer.enable_truncation(8)  # the caller's settings must not leak into the ids
     documents = Dataset.from_dict({"sentences": TEXTS, "title": ["a", "b", "c", "d"]})
-    tokenized = nsp.tokenize_documents(documents, tok, num_proc=1)
+    tokenized = encode.tokenize_documents(documents, tok, num_proc=1)
     tok.backend_tokenizer.no_truncation()
     assert tokenized.column_names == ["sentences", "title", "tokens"] and tokenized["title"] == list("abcd")
     expected = [[tok(s, add_special_tokens=False)["input_ids"] for s in doc] for doc in TEXTS]
     assert tokenized["tokens"] == expected
     assert any(len(s) > 8 for doc in expected for s in doc)
     if kind == "bert":  # two worker processes give the same column
-        assert nsp.tokenize_documents(documents, tok, num_proc=2)["tokens"] == expected
+        assert encode.tokenize_documents(documents, tok, num_proc=2)["tokens"] == expected
 
 
 def test_instance_builder_end_to_end(bert_tokenizer):

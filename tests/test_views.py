@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from hfssl.vision.transforms import AugmentArgs
 from hfssl.vision.views import TwoViews, ViewArgs, augment_view, color_jitter, gaussian_blur
 
 ONLY = dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
@@ -57,7 +58,7 @@ def test_gaussian_blur_equals_torchvision_per_image():
 
 def test_views_are_independent_reproducible_and_normalised():
     pixels = (images(8, 16) * 255).to(torch.uint8)
-    views = TwoViews((0.5,) * 3, (0.25,) * 3, ViewArgs())
+    views = TwoViews((0.5,) * 3, (0.25,) * 3, AugmentArgs(), ViewArgs())
     a = views({"pixel_values": pixels, "labels": torch.zeros(8)}, torch.Generator().manual_seed(7))
     b = views({"pixel_values": pixels}, torch.Generator().manual_seed(7))
     assert set(a) == {"view1", "view2"}  # labels never reach the method
@@ -71,18 +72,19 @@ def test_views_are_independent_reproducible_and_normalised():
 
 def test_blur_and_solarize_follow_their_view_probabilities_and_the_small_image_rule():
     pixels = (images(4, 64) * 255).to(torch.uint8)
-    plain = ViewArgs(jitter_prob=0, grayscale_prob=0, blur_prob=0, hflip=0, crop_min_scale=1.0)
-    base = augment_view(pixels, plain, 0, torch.Generator().manual_seed(1))
+    full = AugmentArgs(hflip=0, crop_min_scale=1.0)
+    plain = ViewArgs(jitter_prob=0, grayscale_prob=0, blur_prob=0)
+    base = augment_view(pixels, full, plain, 0, torch.Generator().manual_seed(1))
     torch.testing.assert_close(base, pixels / 255.0, atol=1e-5, rtol=0)  # full crop, no flip: identity
-    blurred = augment_view(pixels, ViewArgs(**{**vars(plain), "blur_prob": 1.0}), 0, torch.Generator().manual_seed(1))
+    blurred = augment_view(pixels, full, ViewArgs(**{**vars(plain), "blur_prob": 1.0}), 0, torch.Generator().manual_seed(1))
     assert (blurred - base).abs().mean() > 0.02
     # BYOL's asymmetry: solarise only the second view
     sol = ViewArgs(**{**vars(plain), "solarize_prob": 0.0, "solarize_prob_2": 1.0})
-    torch.testing.assert_close(augment_view(pixels, sol, 0, torch.Generator().manual_seed(1)), base)
-    torch.testing.assert_close(augment_view(pixels, sol, 1, torch.Generator().manual_seed(1)),
+    torch.testing.assert_close(augment_view(pixels, full, sol, 0, torch.Generator().manual_seed(1)), base)
+    torch.testing.assert_close(augment_view(pixels, full, sol, 1, torch.Generator().manual_seed(1)),
                                TF.solarize(base, 0.5))
     small = (images(4, 32) * 255).to(torch.uint8)  # 32 px: blur is off whatever blur_prob says
-    off = augment_view(small, ViewArgs(**{**vars(plain), "blur_prob": 1.0}), 0, torch.Generator().manual_seed(1))
+    off = augment_view(small, full, ViewArgs(**{**vars(plain), "blur_prob": 1.0}), 0, torch.Generator().manual_seed(1))
     torch.testing.assert_close(off, small / 255.0, atol=1e-5, rtol=0)
 
 
@@ -92,4 +94,16 @@ def test_bad_view_args():
     with pytest.raises(ValueError, match="hue"):
         ViewArgs(hue=0.7)
     with pytest.raises(ValueError, match="crop_min_scale"):
-        ViewArgs(crop_min_scale=0)
+        AugmentArgs(crop_min_scale=0)
+
+
+def test_crop_flip_is_one_argument_set_for_views_and_mae():
+    """A contrastive view's geometry is exactly MAE's crop + flip from the same generator state."""
+    from hfssl.vision.transforms import random_crop_flip
+
+    pixels = (images(6, 24) * 255).to(torch.uint8)
+    crop = AugmentArgs(crop_min_scale=0.3, hflip=0.5)
+    none = ViewArgs(jitter_prob=0, grayscale_prob=0, blur_prob=0)
+    view = augment_view(pixels, crop, none, 0, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(view, random_crop_flip(pixels, crop, torch.Generator().manual_seed(5)) / 255.0)
+    assert not torch.allclose(view, pixels / 255.0)

@@ -14,19 +14,32 @@ embeddings, encoder *and* decoder, at zero (``ViTMAEEmbeddings.initialize_weight
 the patch projection is marked initialised, and ``_init_weights`` zeroes the decoder's), and they are
 frozen: the model never learns where a patch is. :func:`init_mae_weights` redoes MAE's initialisation.
 
+Export: ``ViTMAEForPreTraining.save_pretrained`` writes ``model_type: vit_mae``, which
+``AutoModelForImageClassification`` refuses, and ``ViTMAEModel`` keeps dropping 75 % of the patches at
+inference. The encoder's modules are those of ``ViTModel`` (same names, same computation when no patch
+is dropped; MAE's fixed sin-cos position table becomes ViT's learnable one), so :func:`export_vit` copies
+the tensors key by key into a ``ViTModel`` without pooler and saves that in the classic ViT layout:
+``AutoModel``, ``AutoModelForImageClassification`` (only ``classifier.*`` new) and
+``pipeline("image-classification")`` once fine-tuned.
+
 Paper: He et al. 2021, Masked Autoencoders Are Scalable Vision Learners, https://arxiv.org/abs/2111.06377
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import datasets
 import torch
 from torch import nn
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
+from transformers import ViTConfig, ViTMAEConfig, ViTMAEForPreTraining, ViTModel
 from transformers.utils import ModelOutput
 
+from hfssl.card import ModelCardInfo
+from hfssl.hub import save_model_folder
+from hfssl.vision.export import vit_image_processor
 from hfssl.vision.transforms import ImageViews
 
 PRESETS: dict[str, dict[str, int]] = {
@@ -225,3 +238,33 @@ def mae_eval_step(views: ImageViews):
 def mae_summary(totals: dict[str, float]) -> dict[str, float]:
     """Mean squared error over every dropped patch of the evaluation set."""
     return {"loss": totals["loss"] / max(totals["masked_patches"], 1.0), "examples": totals["examples"]}
+
+
+# --- export: the encoder as a plain ViT folder -----------------------------------------------------
+
+_SHARED_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+                  "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
+                  "image_size", "patch_size", "num_channels", "qkv_bias")
+
+
+def vit_config_from_mae(config: ViTMAEConfig, **overrides) -> ViTConfig:
+    """The ``ViTConfig`` of an MAE's encoder (architecture fields only; no decoder, no mask ratio)."""
+    return ViTConfig(**{k: getattr(config, k) for k in _SHARED_FIELDS}, **overrides)
+
+
+def mae_encoder_as_vit(model: MAEPretrainer | ViTMAEForPreTraining) -> ViTModel:
+    """A ``ViTModel`` (no pooler) holding copies of the MAE encoder's tensors; fails on any mismatch."""
+    mae = model.model if isinstance(model, MAEPretrainer) else model
+    vit = ViTModel(vit_config_from_mae(mae.config), add_pooling_layer=False)
+    state = {k: v.detach().clone() for k, v in mae.vit.state_dict().items()}  # the module trees match name for name
+    vit.load_state_dict(state, strict=True)  # every tensor mapped, none left over
+    return vit.to(next(mae.parameters()).device).eval()
+
+
+def export_vit(model: MAEPretrainer | ViTMAEForPreTraining, folder: str | Path, *, mean: Sequence[float],
+               std: Sequence[float], card: ModelCardInfo | None = None, overwrite: bool = False,
+               secrets: Iterable[str] = ()) -> Path:
+    """Save the encoder as a ViT folder (safetensors + config + preprocessor config + card). Main process only."""
+    vit = mae_encoder_as_vit(model)
+    processor = vit_image_processor(vit.config.image_size, mean, std)
+    return save_model_folder(vit, folder, processor=processor, card=card, overwrite=overwrite, secrets=secrets)

@@ -25,7 +25,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
-from hfssl.text.readers import TEXT_SUFFIXES, _check_text_file, _generate
+from hfssl.text.readers import TEXT_SUFFIXES, check_text_file, generate_documents
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def _read_raw(files: list[list], text_field, separator, sentence_per_line, cache
     and errors keep their type and message."""
     try:
         return datasets.Dataset.from_generator(
-            _generate, features=_FEATURES, cache_dir=cache_dir,
+            generate_documents, features=_FEATURES, cache_dir=cache_dir,
             gen_kwargs={"files": files, "text_field": text_field, "separator": separator,
                         "sentence_per_line": sentence_per_line},
         )
@@ -195,7 +195,7 @@ def load_documents(corpus, *, text_field: str = "text", document_separator: str 
     paths = resolve_paths(corpus)
     for p in paths:
         if p.name.lower().endswith(TEXT_SUFFIXES):
-            _check_text_file(str(p))
+            check_text_file(str(p))
     files = [_identity(p) for p in paths]
     raw = _read_raw(files, text_field, document_separator, sentence_per_line, cache_dir)
     ds = raw.map(_split_batch, batched=True, fn_kwargs={"sentence_per_line": sentence_per_line},

@@ -1,7 +1,7 @@
 """Sentence tokenization for the pair builder: each document's sentences -> token ids, fast and cached.
 
 ``tokenize_documents`` adds a ``tokens`` column (per document, each sentence's ids without special
-tokens) with a batched, cached ``datasets.map`` over Arrow batches; ``_Corpus`` is the flat view of
+tokens) with a batched, cached ``datasets.map`` over Arrow batches; ``TokenCorpus`` is the flat view of
 that column the pair builder samples from (sentence offsets into one token array).
 """
 
@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 from datasets import Dataset, List, Value
 from datasets.fingerprint import Hasher
 
-_VERSION = "hfssl-nsp-1"
-_TOKENS = List(List(Value("int32")))
+CACHE_VERSION = "hfssl-nsp-1"
+TOKENS_FEATURE = List(List(Value("int32")))
 
 
 def resolve_num_proc(num_proc: int | None, work: float = float("inf"), work_per_proc: float = 1.0) -> int:
@@ -132,18 +132,18 @@ def tokenize_documents(documents: Dataset, tokenizer, *, num_proc: int | None = 
                          f"{documents.column_names}. Build them with hfssl.text.corpus.load_documents")
     encoder = _Encoder(tokenizer)
     features = documents.features.copy()
-    features["tokens"] = _TOKENS
+    features["tokens"] = TOKENS_FEATURE
     num_proc = min(resolve_num_proc(num_proc, documents.data.nbytes, 16e6), len(documents))
     out = documents.with_format("arrow").map(
         _tokenize_batch, batched=True, batch_size=1000, fn_kwargs={"encoder": encoder}, features=features,
         num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing sentences",
-        new_fingerprint=Hasher.hash([_VERSION, "tokens", documents._fingerprint, encoder.fingerprint]),
+        new_fingerprint=Hasher.hash([CACHE_VERSION, "tokens", documents._fingerprint, encoder.fingerprint]),
     )
     return out.with_format(None)
 
 
 # ------------------------------------------------------------------------------- flat corpus view
-class _Corpus:
+class TokenCorpus:
     """The tokenized corpus flat: non-empty sentence ``i`` is ``tokens[start[i]:start[i] + length[i]]``,
     document ``d`` owns sentences ``doc_first[d]:doc_first[d + 1]``; empty ones are dropped, as Google."""
 
@@ -190,11 +190,11 @@ class _Corpus:
         return lo, hi
 
 
-_CORPUS: dict[str, _Corpus] = {}  # one per process, reused by every batch of a build
+_CORPORA: dict[str, TokenCorpus] = {}  # one per process, reused by every batch of a build
 
 
-def _corpus(tokenized: Dataset) -> _Corpus:
-    if tokenized._fingerprint not in _CORPUS:
-        _CORPUS.clear()
-        _CORPUS[tokenized._fingerprint] = _Corpus(tokenized)
-    return _CORPUS[tokenized._fingerprint]
+def flat_corpus(tokenized: Dataset) -> TokenCorpus:
+    if tokenized._fingerprint not in _CORPORA:
+        _CORPORA.clear()
+        _CORPORA[tokenized._fingerprint] = TokenCorpus(tokenized)
+    return _CORPORA[tokenized._fingerprint]

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value
 from datasets.fingerprint import Hasher
 
-from hfssl.text.encode import _TOKENS, _VERSION, _Corpus, _corpus, resolve_num_proc, tokenize_documents  # noqa: F401
+from hfssl.text.encode import CACHE_VERSION, TokenCorpus, flat_corpus, resolve_num_proc, tokenize_documents
 
 BLOCK_DOCS = 256  # documents per random stream; part of the result (like the seed), not a tuning knob
 
@@ -93,7 +93,7 @@ def _truncate_pair(a_lo, a_hi, b_lo, b_hi, max_num_tokens: int, rng: random.Rand
     return a_lo, a_hi, b_lo, b_hi
 
 
-def _pair_instances(corpus: _Corpus, doc: int, rng: random.Random, out: list, debt: list[float], *,
+def _pair_instances(corpus: TokenCorpus, doc: int, rng: random.Random, out: list, debt: list[float], *,
                     max_num_tokens: int, short_seq_prob: float, random_next_prob: float, balance: bool = True):
     """Google's ``create_instances_from_document``; appends ``(a_lo, a_hi, b_lo, b_hi, is_random)``."""
     start, length = corpus.sentences(doc)
@@ -125,7 +125,7 @@ def _pair_instances(corpus: _Corpus, doc: int, rng: random.Random, out: list, de
         i += 1
 
 
-def _single_instances(corpus: _Corpus, doc: int, rng: random.Random, out: list, *,
+def _single_instances(corpus: TokenCorpus, doc: int, rng: random.Random, out: list, *,
                       max_num_tokens: int, short_seq_prob: float):
     """Whole consecutive sentences packed up to the target; appends ``(lo, hi)``."""
     start, length = corpus.sentences(doc)
@@ -186,7 +186,7 @@ def _instance_table(tokens: np.ndarray, found: list, nsp: bool, cls_id: int, sep
 def _build_blocks(blocks: dict, *, tokenized: Dataset, nsp: bool, seed: int, epoch: int, cls_id: int,
                   sep_id: int, max_seq_length: int, short_seq_prob: float, random_next_prob: float) -> pa.Table:
     """``datasets.map`` function over blocks of documents -> a table of instances."""
-    corpus = _corpus(tokenized)
+    corpus = flat_corpus(tokenized)
     found: list = []
     for first, stop in zip(blocks["start"], blocks["stop"]):
         rng, debt = random.Random(_block_seed(seed, epoch, first)), [0.0]
@@ -218,7 +218,7 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     NSPArgs(max_seq_length, short_seq_prob, nsp, random_next_prob)  # validates
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed={seed} and epoch={epoch} must be >= 0")
-    corpus = _corpus(tokenized)  # validates 'tokens' here, in the main process
+    corpus = flat_corpus(tokenized)  # validates 'tokens' here, in the main process
     if not len(corpus.docs):
         raise ValueError(f"no tokens in any of the {len(tokenized)} documents: nothing to build instances from")
     if nsp and len(corpus.docs) < 2:
@@ -230,7 +230,7 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     blocks = Dataset.from_dict({"start": starts, "stop": [min(s + BLOCK_DOCS, n) for s in starts]})
     kwargs = dict(nsp=nsp, seed=seed, epoch=epoch, cls_id=cls_id, sep_id=sep_id, max_seq_length=max_seq_length,
                   short_seq_prob=short_seq_prob, random_next_prob=random_next_prob)
-    fingerprint = Hasher.hash([_VERSION, BLOCK_DOCS, tokenized._fingerprint, sorted(kwargs.items())])
+    fingerprint = Hasher.hash([CACHE_VERSION, BLOCK_DOCS, tokenized._fingerprint, sorted(kwargs.items())])
     cache_file = None
     if tokenized.cache_files:
         folder = os.path.dirname(tokenized.cache_files[0]["filename"])
@@ -293,7 +293,7 @@ class InstanceBuilder:
 
     def corpus_stats(self) -> dict:
         """Documents and sentences used, and what was dropped for having no tokens (as Google)."""
-        corpus = _corpus(self.tokenized)
+        corpus = flat_corpus(self.tokenized)
         return {"documents": len(self.tokenized), "documents_used": len(corpus.docs),
                 "empty_documents_dropped": len(self.tokenized) - len(corpus.docs),
                 "sentences_used": len(corpus.length), "empty_sentences_dropped": corpus.empty_sentences,

@@ -21,7 +21,7 @@ def _open_bytes(path: str):
     return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
 
 
-def _check_text_file(path: str) -> None:
+def check_text_file(path: str) -> None:
     """Refuse binary files (NUL bytes in the first 8 KB) and broken gzip streams, naming the file."""
     try:
         with _open_bytes(path) as f:
@@ -122,7 +122,7 @@ def _column_documents(path: str, text_field: str) -> Iterator[tuple[str, bool]]:
             yield (value or ""), False
 
 
-def _generate(files: list, text_field: str, separator: str | None, sentence_per_line: bool):
+def generate_documents(files: list, text_field: str, separator: str | None, sentence_per_line: bool):
     """``Dataset.from_generator`` body. ``files`` holds [path, size, mtime_ns] so edits bust the cache."""
     for path, _size, _mtime in files:
         name = path.lower()

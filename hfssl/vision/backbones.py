@@ -43,10 +43,9 @@ SMALL_IMAGE_UPSAMPLE = 4  # upsampling that undoes the stem's stride 4 (conv str
 class BackboneArgs:
     """Which transformers encoder to pretrain."""
 
-    kind: str = field(default="resnet", metadata={"help": "resnet or vit."})
-    preset: str = field(default="resnet18", metadata={"help": f"resnet: {', '.join(RESNET_PRESETS)}; "
-                                                            f"vit: {', '.join(VIT_PRESETS)}."})
-    image_size: int = field(default=32, metadata={"help": "Side of the (square) input images, in pixels."})
+    backbone: str = field(default="resnet", metadata={"help": "resnet or vit."})
+    preset: str = field(default="small", metadata={"help": f"resnet: {', '.join(RESNET_PRESETS)}; "
+                                                         f"vit: {', '.join(VIT_PRESETS)}."})
     small_image_stem: bool = field(default=True, metadata={
         "help": "ResNet on images <= 64 px: upsample before the fixed 7x7/2 + max-pool stem."})
     small_image_upsample: int = field(default=SMALL_IMAGE_UPSAMPLE, metadata={
@@ -54,42 +53,44 @@ class BackboneArgs:
     vit_pooling: str = field(default="cls", metadata={"help": "ViT features: cls token or mean of patches."})
 
     def __post_init__(self):
-        presets = {"resnet": RESNET_PRESETS, "vit": VIT_PRESETS}.get(self.kind)
+        presets = {"resnet": RESNET_PRESETS, "vit": VIT_PRESETS}.get(self.backbone)
         if presets is None:
-            raise ValueError(f"kind must be resnet or vit, not {self.kind!r}")
+            raise ValueError(f"backbone must be resnet or vit, not {self.backbone!r}")
         if self.preset not in presets:
-            raise ValueError(f"unknown {self.kind} preset {self.preset!r}; choose from {', '.join(presets)}")
+            raise ValueError(f"unknown {self.backbone} preset {self.preset!r}; choose from {', '.join(presets)}")
         if self.vit_pooling not in ("cls", "mean"):
             raise ValueError(f"vit_pooling must be cls or mean, not {self.vit_pooling!r}")
         if self.small_image_upsample < 1:
             raise ValueError(f"small_image_upsample must be >= 1, got {self.small_image_upsample}")
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {self.image_size}")
 
 
-def input_size(args: BackboneArgs) -> int:
-    """The side the backbone actually sees: ``image_size``, or ``small_image_upsample`` x (default 4) for a
-    small-image ResNet."""
-    small = args.kind == "resnet" and args.small_image_stem and args.image_size <= SMALL_IMAGE
-    return args.image_size * args.small_image_upsample if small else args.image_size
+def input_size(args: BackboneArgs, image_size: int) -> int:
+    """The side the backbone actually sees for images of ``image_size``: that, or ``small_image_upsample`` x
+    (default 4) for a small-image ResNet."""
+    small = args.backbone == "resnet" and args.small_image_stem and image_size <= SMALL_IMAGE
+    return image_size * args.small_image_upsample if small else image_size
 
 
-def build_backbone(args: BackboneArgs) -> PreTrainedModel:
-    """A randomly initialised ``ResNetModel`` or ``ViTModel`` (no classification head)."""
-    if args.kind == "resnet":
+def build_backbone(args: BackboneArgs, image_size: int) -> PreTrainedModel:
+    """A randomly initialised ``ResNetModel`` or ``ViTModel`` (no classification head) for square images of
+    ``image_size`` pixels (the data's size; a ViT's position table depends on it)."""
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if args.backbone == "resnet":
         layer_type, hidden_sizes, depths, embedding_size = RESNET_PRESETS[args.preset]
         config = ResNetConfig(layer_type=layer_type, hidden_sizes=hidden_sizes, depths=depths,
                               embedding_size=embedding_size, downsample_in_first_stage=False)
         model = ResNetModel(config)
     else:
         hidden, layers, heads, patch = VIT_PRESETS[args.preset]
-        if args.image_size % patch:
-            raise ValueError(f"image_size {args.image_size} is not a multiple of the ViT patch size {patch}")
+        if image_size % patch:
+            raise ValueError(f"image_size {image_size} is not a multiple of the ViT patch size {patch}")
         config = ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                           intermediate_size=4 * hidden, image_size=args.image_size, patch_size=patch)
+                           intermediate_size=4 * hidden, image_size=image_size, patch_size=patch)
         model = ViTModel(config, add_pooling_layer=False)
     # saved with the config and read by features(): the side to upsample small images to (None: never)
-    model.config.hfssl_upsample_to = input_size(args) if input_size(args) != args.image_size else None
+    side = input_size(args, image_size)
+    model.config.hfssl_upsample_to = side if side != image_size else None
     model.config.hfssl_vit_pooling = args.vit_pooling
     return model
 

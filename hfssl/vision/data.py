@@ -298,3 +298,8 @@ def channel_stats(ds: datasets.Dataset, max_images: int = 10_000) -> tuple[tuple
     mean = total / count
     std = (squares / count - mean**2).clamp_min(1e-6).sqrt()
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+def subset(ds: datasets.Dataset, n: int, seed: int) -> datasets.Dataset:
+    """At most ``n`` rows of ``ds``, a seeded random choice when it has more (e.g. a kNN bank, probe data)."""
+    return ds if len(ds) <= n else ds.shuffle(seed=seed).select(range(n))

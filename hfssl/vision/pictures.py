@@ -17,7 +17,7 @@ from PIL import Image
 _GAP = 2  # pixels of white between cells
 
 
-def to_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def denormalize_to_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Normalised ``(B, C, H, W)`` -> ``(B, H, W, C)`` uint8 on the CPU."""
     m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
@@ -32,7 +32,7 @@ def reconstruction_grid(original: torch.Tensor, predicted: torch.Tensor, mask: t
     mask = mask.to(original.dtype)
     grey = torch.zeros_like(original)  # the mean colour after normalisation
     columns = [original, original * (1 - mask) + grey * mask, predicted, original * (1 - mask) + predicted * mask]
-    cells = [to_uint8(c, mean, std).numpy() for c in columns]  # 4 x (B, H, W, C)
+    cells = [denormalize_to_uint8(c, mean, std).numpy() for c in columns]  # 4 x (B, H, W, C)
     B, H, W, _ = cells[0].shape
     zoom = max(1, -(-min_cell // H))
     h, w = H * zoom, W * zoom

@@ -10,6 +10,7 @@ Features always come from the backbone (:func:`hfssl.vision.backbones.features`)
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import datasets
 import torch
@@ -21,6 +22,16 @@ from hfssl.vision.data import PIXELS, pixels_from_bytes
 from hfssl.vision.transforms import normalize
 
 PROBE_L2 = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+@dataclass
+class MonitorArgs:
+    """Frozen-feature evaluation (needs labels; pretraining itself never uses them)."""
+
+    knn_k: int = field(default=20, metadata={"help": "Neighbours of the kNN monitor."})
+    knn_bank_size: int = field(default=10_000, metadata={"help": "Labelled training images in the kNN bank."})
+    linear_probe: bool = field(default=True, metadata={"help": "Fit a linear probe on frozen features at the end."})
+    probe_max_images: int = field(default=60_000, metadata={"help": "Training images used by the final probe."})
 
 
 @torch.no_grad()

@@ -23,7 +23,9 @@ from hfssl.vision.data import PIXELS, pixels_from_bytes
 
 @dataclass
 class AugmentArgs:
-    """Augmentation of the training images (MAE's: a random resized crop and a horizontal flip)."""
+    """The geometric augmentation of training images, the one crop / flip argument set of every image recipe:
+    a random resized crop and a horizontal flip (MAE's and fine-tuning's whole augmentation; the first step
+    of each contrastive view, before the colour operations of :class:`hfssl.vision.views.ViewArgs`)."""
 
     augment: bool = field(default=True, metadata={"help": "Random resized crop + horizontal flip while training."})
     crop_min_scale: float = field(default=0.2, metadata={"help": "Smallest crop, as a fraction of the image area."})
@@ -88,6 +90,17 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return (images.float() / 255.0 - m) / s
 
 
+def random_crop_flip(pixels: torch.Tensor, args: AugmentArgs, generator: torch.Generator) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> float ``(B, C, H, W)`` on the 0..255 scale, each image randomly cropped,
+    resized back to ``H`` and flipped as ``args`` says (unchanged when ``args.augment`` is false)."""
+    if not args.augment:
+        return pixels.float()
+    B, _, H, W = pixels.shape
+    boxes = random_resized_crop_boxes(B, H, W, generator, (args.crop_min_scale, args.crop_max_scale))
+    flip = torch.rand(B, device=generator.device, generator=generator) < args.hflip  # (B,)
+    return resized_crop(pixels, boxes, H, flip)
+
+
 class ImageViews:
     """uint8 ``(B, C, S, S)`` -> augmented (when training) and normalised float, all on the batch's device."""
 
@@ -99,10 +112,7 @@ class ImageViews:
             return normalize(pixels, self.mean, self.std)
         if generator is None:
             raise ValueError("augmentation needs the step's generator (exact resume depends on it)")
-        B, _, H, W = pixels.shape
-        boxes = random_resized_crop_boxes(B, H, W, generator, (self.args.crop_min_scale, self.args.crop_max_scale))
-        flip = torch.rand(B, device=generator.device, generator=generator) < self.args.hflip  # (B,)
-        return normalize(resized_crop(pixels, boxes, H, flip), self.mean, self.std)
+        return normalize(random_crop_flip(pixels, self.args, generator), self.mean, self.std)
 
 
 class ClassificationTransform:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from hfssl.vision.transforms import normalize, random_resized_crop_boxes, resized_crop
+from hfssl.vision.transforms import AugmentArgs, normalize, random_crop_flip
 
 SMALL_FOR_BLUR = 32
 _GREY = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale weights (ITU-R 601 luma)
@@ -29,11 +29,9 @@ _GREY = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale weights (ITU-R 60
 
 @dataclass
 class ViewArgs:
-    """The two-view augmentation of contrastive pretraining (defaults: SimCLR's, with MoCo v2's crop)."""
+    """The colour operations of a contrastive view (defaults: SimCLR's); the crop and flip that come first
+    are :class:`hfssl.vision.transforms.AugmentArgs`, shared with MAE and fine-tuning."""
 
-    crop_min_scale: float = field(default=0.2, metadata={"help": "Smallest crop, as a fraction of the image area."})
-    crop_max_scale: float = field(default=1.0, metadata={"help": "Largest crop, as a fraction of the image area."})
-    hflip: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip."})
     jitter_prob: float = field(default=0.8, metadata={"help": "Probability of colour jitter per view."})
     brightness: float = field(default=0.4, metadata={"help": "Brightness factor drawn from [1 - b, 1 + b]."})
     contrast: float = field(default=0.4, metadata={"help": "Contrast factor drawn from [1 - c, 1 + c]."})
@@ -46,10 +44,7 @@ class ViewArgs:
     solarize_prob_2: float | None = field(default=None, metadata={"help": "Solarisation, second view (None: same)."})
 
     def __post_init__(self):
-        if not 0 < self.crop_min_scale <= self.crop_max_scale <= 1:
-            raise ValueError(f"need 0 < crop_min_scale <= crop_max_scale <= 1, got {self.crop_min_scale}, "
-                             f"{self.crop_max_scale}")
-        for name in ("hflip", "jitter_prob", "grayscale_prob", "blur_prob", "blur_prob_2", "solarize_prob",
+        for name in ("jitter_prob", "grayscale_prob", "blur_prob", "blur_prob_2", "solarize_prob",
                      "solarize_prob_2"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:
@@ -122,12 +117,10 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     return y.view(B, C, H, W)
 
 
-def augment_view(pixels: torch.Tensor, args: ViewArgs, view: int, g: torch.Generator) -> torch.Tensor:
+def augment_view(pixels: torch.Tensor, crop: AugmentArgs, args: ViewArgs, view: int, g: torch.Generator) -> torch.Tensor:
     """uint8 ``(B, 3, S, S)`` -> one augmented view in [0, 1] ``(B, 3, S, S)`` (not yet normalised)."""
     B, _, H, W = pixels.shape
-    boxes = random_resized_crop_boxes(B, H, W, g, (args.crop_min_scale, args.crop_max_scale))
-    flip = _bernoulli(B, args.hflip, g)
-    x = resized_crop(pixels, boxes, H, flip) / 255.0  # (B, 3, S, S)
+    x = random_crop_flip(pixels, crop, g) / 255.0  # (B, 3, S, S)
     mask = lambda p: _bernoulli(B, p, g).view(B, 1, 1, 1)  # noqa: E731
     if args.jitter_prob > 0:
         x = torch.where(mask(args.jitter_prob), color_jitter(x, args, g), x)
@@ -147,10 +140,10 @@ class TwoViews:
     """A ``fit`` transform: ``{"pixel_values": uint8 (B, 3, S, S)}`` -> ``{"view1", "view2"}`` normalised
     float, two independent augmentations of each image (labels dropped: pretraining never sees them)."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], args: ViewArgs):
-        self.mean, self.std, self.args = tuple(mean), tuple(std), args
+    def __init__(self, mean: Sequence[float], std: Sequence[float], crop: AugmentArgs, args: ViewArgs):
+        self.mean, self.std, self.crop, self.args = tuple(mean), tuple(std), crop, args
 
     def __call__(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         pixels = batch["pixel_values"]
-        views = [augment_view(pixels, self.args, v, generator) for v in (0, 1)]
+        views = [augment_view(pixels, self.crop, self.args, v, generator) for v in (0, 1)]
         return {f"view{v + 1}": normalize(x * 255.0, self.mean, self.std) for v, x in enumerate(views)}

@@ -1,10 +1,9 @@
-"""Fine-tuning with the standard ``transformers.Trainer``: arguments, data files, checks, metrics.
+"""What every fine-tuning recipe shares: model and data-file arguments, ``TrainingArguments`` defaults,
+data-file loading and column checks, loading a checkpoint with a new head, saving and reporting.
 
-Shared by ``recipes/finetune_text_classification.py`` and ``recipes/finetune_qa.py`` (QA specifics live in
-:mod:`hfssl.finetune_qa`). Bad data is an error that names the file, the row and the column; nothing is
-skipped silently.
-
-Metrics come from :mod:`hfssl.metrics` (offline ``evaluate.Metric`` classes).
+Task specifics live beside it: :mod:`hfssl.finetune.text_classification`, :mod:`hfssl.finetune.qa`;
+metrics in :mod:`hfssl.finetune.metrics` (offline ``evaluate.Metric`` classes). Bad data is an error that
+names the file, the row and the column; nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from transformers import TrainingArguments
 
-from hfssl.metrics import F1, Accuracy, classification_metrics  # noqa: F401  (re-exported)
-
 _LOADERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -29,16 +26,18 @@ class DataError(ValueError):
 
 @dataclass
 class ModelArgs:
-    """Which checkpoint to start from."""
+    """Which checkpoint to start from (every fine-tuning recipe)."""
 
     model_name_or_path: str | None = field(default=None, metadata={
-        "help": "Folder written by save_pretrained: hfssl's OUTPUT/model or any BERT-style checkpoint (required)."})
+        "help": "Folder written by save_pretrained: an hfssl OUTPUT/model or any compatible checkpoint."})
     from_scratch: bool = field(default=False, metadata={
         "help": "Same architecture (the folder's config), randomly initialised: the baseline pretraining must beat."})
 
-    def __post_init__(self):
+    def require_path(self, example: str) -> str:
+        """The model folder, or an error that says what to pass (``example``: e.g. a recipe's output)."""
         if not self.model_name_or_path:
-            raise ValueError("--model_name_or_path is required (e.g. the OUTPUT/model folder of recipes/bert_mlm.py)")
+            raise SystemExit(f"error: --model_name_or_path is required (e.g. {example})")
+        return self.model_name_or_path
 
 
 @dataclass
@@ -121,13 +120,13 @@ def require_columns(ds: datasets.Dataset, columns: list[str], path) -> None:
                             f"(choose with --text_column / --text_pair_column / --label_column)")
 
 
-def _column(ds: datasets.Dataset, name: str) -> pa.ChunkedArray:
+def column_values(ds: datasets.Dataset, name: str) -> pa.ChunkedArray:
     return ds.with_format("arrow")[name] if ds._indices is not None else ds.data.table.column(name)
 
 
 def check_text_column(ds: datasets.Dataset, column: str, path) -> None:
     """Every row of ``column`` must hold non-blank text."""
-    col = _column(ds, column)
+    col = column_values(ds, column)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise DataError(f"{path}: column {column!r} must hold text, but its values are {col.type}")
     bad = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), ""), True)  # (N,) missing or blank
@@ -140,7 +139,7 @@ def check_text_column(ds: datasets.Dataset, column: str, path) -> None:
 
 def label_values(ds: datasets.Dataset, column: str, path) -> list[str]:
     """The labels of ``column`` as strings; integral floats (a CSV quirk) become ints; nulls are errors."""
-    col = _column(ds, column)
+    col = column_values(ds, column)
     nulls = pc.is_null(col, nan_is_null=True) if pa.types.is_floating(col.type) else pc.is_null(col)
     if pc.any(nulls).as_py():
         raise DataError(f"{path}: row {pc.index(nulls, True).as_py()} (0-based) has no {column!r} label")
@@ -178,60 +177,6 @@ def subsample(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Datase
         return ds
     rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
     return ds.select(rows.tolist())
-
-
-@dataclass
-class TextClassificationArgs:
-    """Which columns hold the text(s) and the label."""
-
-    text_column: str = field(default="text", metadata={"help": "Column with the text to classify."})
-    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column, for sentence pairs."})
-    label_column: str = field(default="label", metadata={"help": "Column with the class label (text or integer)."})
-    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated to this many tokens."})
-
-
-def _label_str(value) -> str:
-    """A label as its name: 1, 1.0 (CSV) and "1" are all "1"."""
-    return str(int(value)) if isinstance(value, float) else str(value)
-
-
-def _load_classification_file(path: str, task: TextClassificationArgs) -> tuple[datasets.Dataset, list[str]]:
-    ds = load_data_file(path)
-    texts = [task.text_column] + ([task.text_pair_column] if task.text_pair_column else [])
-    require_columns(ds, [*texts, task.label_column], path)
-    for column in texts:
-        check_text_column(ds, column, path)
-    return ds, label_values(ds, task.label_column, path)
-
-
-def load_classification_data(files: DataFilesArgs, task: TextClassificationArgs, seed: int):
-    """Checked train / validation Datasets and the sorted label names (from the whole training file)."""
-    train, train_labels = _load_classification_file(files.train_file, task)
-    labels = label_names(train_labels)
-    if len(labels) < 2:
-        raise DataError(f"{files.train_file}: every row has the label {labels[0]!r}; classification needs at least two")
-    if files.validation_file:
-        validation, values = _load_classification_file(files.validation_file, task)
-        check_known_labels(values, labels, files.validation_file, task.label_column)
-    else:
-        split = train.train_test_split(test_size=files.validation_split, seed=seed)
-        train, validation = split["train"], split["test"]
-    splits = {"train": subsample(train, files.max_train_samples, seed),
-              "validation": subsample(validation, files.max_eval_samples, seed)}
-    return splits, labels
-
-
-def encode_classification(ds: datasets.Dataset, tokenizer, task: TextClassificationArgs, label2id: dict,
-                          max_length: int) -> datasets.Dataset:
-    """Tokenize (truncating to ``max_length``) and turn label names into ids; padding happens per batch."""
-
-    def encode(batch: dict) -> dict:
-        pairs = batch[task.text_pair_column] if task.text_pair_column else None
-        enc = tokenizer(batch[task.text_column], pairs, truncation=True, max_length=max_length)
-        enc["labels"] = [label2id[_label_str(v)] for v in batch[task.label_column]]
-        return enc
-
-    return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenize")
 
 
 def effective_max_length(requested: int, tokenizer, config) -> int:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from hfssl.finetune import DataError, DataFilesArgs, load_data_file, subsample
-from hfssl.metrics import Squad, normalize_answer, squad_f1  # noqa: F401  (re-exported)
+from hfssl.finetune.common import DataError, DataFilesArgs, load_data_file, subsample
+from hfssl.finetune.metrics import Squad
 
 _FIELDS = ("id", "context", "question", "answers")
 _META = ("example_idx", "offset_mapping")  # feature columns the model does not take

@@ -1,0 +1,77 @@
+"""Text (or text-pair) classification data for the ``Trainer``: checked columns and labels, tokenized.
+
+Every row is checked before anything is trained (columns exist, texts non-blank, labels present and
+known); the label names are sorted so ``config.id2label`` is stable between runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import datasets
+
+from hfssl.finetune.common import (
+    DataError,
+    DataFilesArgs,
+    check_known_labels,
+    check_text_column,
+    label_names,
+    label_values,
+    load_data_file,
+    require_columns,
+    subsample,
+)
+
+
+@dataclass
+class TextClassificationArgs:
+    """Which columns hold the text(s) and the label."""
+
+    text_column: str = field(default="text", metadata={"help": "Column with the text to classify."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column, for sentence pairs."})
+    label_column: str = field(default="label", metadata={"help": "Column with the class label (text or integer)."})
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated to this many tokens."})
+
+
+def _label_str(value) -> str:
+    """A label as its name: 1, 1.0 (CSV) and "1" are all "1"."""
+    return str(int(value)) if isinstance(value, float) else str(value)
+
+
+def _load_classification_file(path: str, task: TextClassificationArgs) -> tuple[datasets.Dataset, list[str]]:
+    ds = load_data_file(path)
+    texts = [task.text_column] + ([task.text_pair_column] if task.text_pair_column else [])
+    require_columns(ds, [*texts, task.label_column], path)
+    for column in texts:
+        check_text_column(ds, column, path)
+    return ds, label_values(ds, task.label_column, path)
+
+
+def load_classification_data(files: DataFilesArgs, task: TextClassificationArgs, seed: int):
+    """Checked train / validation Datasets and the sorted label names (from the whole training file)."""
+    train, train_labels = _load_classification_file(files.train_file, task)
+    labels = label_names(train_labels)
+    if len(labels) < 2:
+        raise DataError(f"{files.train_file}: every row has the label {labels[0]!r}; classification needs at least two")
+    if files.validation_file:
+        validation, values = _load_classification_file(files.validation_file, task)
+        check_known_labels(values, labels, files.validation_file, task.label_column)
+    else:
+        split = train.train_test_split(test_size=files.validation_split, seed=seed)
+        train, validation = split["train"], split["test"]
+    splits = {"train": subsample(train, files.max_train_samples, seed),
+              "validation": subsample(validation, files.max_eval_samples, seed)}
+    return splits, labels
+
+
+def encode_classification(ds: datasets.Dataset, tokenizer, task: TextClassificationArgs, label2id: dict,
+                          max_length: int) -> datasets.Dataset:
+    """Tokenize (truncating to ``max_length``) and turn label names into ids; padding happens per batch."""
+
+    def encode(batch: dict) -> dict:
+        pairs = batch[task.text_pair_column] if task.text_pair_column else None
+        enc = tokenizer(batch[task.text_column], pairs, truncation=True, max_length=max_length)
+        enc["labels"] = [label2id[_label_str(v)] for v in batch[task.label_column]]
+        return enc
+
+    return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenize")

@@ -1,0 +1,105 @@
+"""Pretrain an image backbone with SimCLR, MoCo or BYOL; export it as a plain transformers ResNet / ViT.
+
+    accelerate launch recipes/contrastive.py --config recipes/configs/simclr_tiny.yaml [--flag value ...]
+    (or moco_tiny.yaml, byol_tiny.yaml; recipes/simclr.py, moco.py and byol.py run this with their file)
+
+The config's ``method:`` chooses the method (default config: simclr_tiny.yaml). With a tiny config: a
+small ResNet on the embedded Fashion-MNIST subset, a few minutes on a CPU, with the kNN accuracy of the frozen backbone at every
+evaluation and a linear probe at the end (when the images have labels; training never uses them).
+Writes OUTPUT/model, a folder that AutoModelForImageClassification fine-tunes
+(recipes/finetune_image_classification.py --model_name_or_path OUTPUT/model), and OUTPUT/report.png.
+Sections: args, Accelerator, seed -> images (main process first, decoded once) -> backbone + method
+(SyncBN when several GPU processes) -> fit with two views per image and the kNN monitor -> linear probe
+on frozen backbone features -> export the backbone.
+"""
+
+from dataclasses import asdict
+from pathlib import Path
+
+from hfssl.card import ModelCardInfo
+from hfssl.config import parse
+from hfssl.heads import convert_sync_batchnorm
+from hfssl.hub import HubArgs, push_if_requested
+from hfssl.methods import contrastive_methods
+from hfssl.methods.contrastive import CollapseGuard, SSLArgs
+from hfssl.train import TrainArgs, fit, make_accelerator
+from hfssl.vision.backbones import BackboneArgs, build_backbone, input_size
+from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, load_images, subset
+from hfssl.vision.export import export_backbone
+from hfssl.vision.probe import KNNMonitor, MonitorArgs, as_hooks, evaluate_features, extract_features
+from hfssl.vision.transforms import AugmentArgs
+from hfssl.vision.views import TwoViews, ViewArgs
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict:
+    data_args, crop_args, view_args, bb_args, ssl_args, train_args, hub_args, mon_args = parse(
+        ImageDataArgs, AugmentArgs, ViewArgs, BackboneArgs, SSLArgs, TrainArgs, HubArgs, MonitorArgs, args=argv,
+        default_config=default_config)
+    method = ssl_args.method
+    accelerator = make_accelerator(train_args)
+    out = Path(train_args.output_dir)
+
+    with accelerator.main_process_first():
+        data = load_images(data_args, seed=train_args.seed)
+    accelerator.print(data.report)
+    model = contrastive_methods()[method](build_backbone(bb_args, data.image_size), ssl_args)
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        model = convert_sync_batchnorm(model, accelerator)  # BN statistics over the global batch
+    elif accelerator.num_processes > 1:  # torch's SyncBatchNorm has no CPU kernel
+        accelerator.print(f"note: batch norm statistics are per process on {accelerator.device.type} "
+                          "(SyncBatchNorm needs CUDA); MoCo's shuffle BN and the gathered negatives still apply")
+    n_backbone = sum(p.numel() for p in model.backbone.parameters())
+    accelerator.print(f"model: {method}{' ' + ssl_args.moco_version if method == 'moco' else ''} on a "
+                      f"{bb_args.backbone} {bb_args.preset} ({n_backbone / 1e6:.2f}M backbone parameters), "
+                      f"images {data.image_size}px (backbone input {input_size(bb_args, data.image_size)}px)")
+
+    labelled = data.label_names is not None and data.eval is not None and "label" in data.eval.column_names
+    monitor = None
+    if labelled:
+        monitor = KNNMonitor(subset(data.train, mon_args.knn_bank_size, train_args.seed).select_columns([PIXELS, "label"]),
+                             data.mean, data.std, len(data.label_names), mon_args.knn_k)
+    else:
+        accelerator.print("no labels: no kNN monitor and no linear probe (pretraining itself never uses labels)")
+    guard = CollapseGuard(ssl_args.collapse_threshold)
+
+    def on_step_end(m, step, total):
+        m.step_end(step, total)  # momentum update of MoCo / BYOL targets (after the optimizer step)
+        guard(m, step)
+
+    result = fit(accelerator, model, train_args, train_data=data.train.select_columns([PIXELS]),
+                 collate_fn=collate_images, transform=TwoViews(data.mean, data.std, crop_args, view_args),
+                 eval_data=data.eval.select_columns([PIXELS, "label"]) if monitor else None,
+                 on_step_end=on_step_end, **as_hooks(monitor))
+
+    metrics = {**result.eval_metrics, "steps": result.step}
+    if accelerator.is_main_process:
+        backbone = result.model.backbone
+        if labelled and mon_args.linear_probe:
+            train_x, train_y = extract_features(backbone, subset(data.train, mon_args.probe_max_images, 0),
+                                                data.mean, data.std, progress=True)
+            test_x, test_y = extract_features(backbone, data.eval, data.mean, data.std, progress=True)
+            final = evaluate_features(train_x, train_y, test_x, test_y, len(data.label_names), mon_args.knn_k)
+            metrics.update({f"test_{k}": v for k, v in final.items()})
+            print(f"frozen backbone features on {len(test_y)} held-out images: kNN (k={mon_args.knn_k}, bank "
+                  f"{len(train_y)}) {final['knn_accuracy']:.2%}, linear probe {final['linear_probe_accuracy']:.2%}")
+        card = ModelCardInfo(
+            model_name=hub_args.hub_model_id or out.name, method=method, base_model_type=bb_args.backbone,
+            tags=[bb_args.backbone, method, "image-feature-extraction"], pipeline_tag="image-feature-extraction",
+            datasets_description=f"{data.report}; images resized to {data.image_size}x{data.image_size} RGB",
+            hyperparameters={**asdict(ssl_args), **asdict(crop_args), **asdict(view_args), **asdict(bb_args),
+                             **asdict(train_args), "image_size": data.image_size, "image_mean": data.mean,
+                             "image_std": data.std},
+            metrics=metrics, report=out / "report.png")
+        folder = export_backbone(backbone, out / "model", image_size=data.image_size, mean=data.mean, std=data.std,
+                                 card=card, overwrite=train_args.overwrite_output_dir or train_args.resume,
+                                 secrets=[hub_args.hub_token] if hub_args.hub_token else ())
+        print(f"saved the pretrained backbone to {folder} (a plain {bb_args.backbone}: AutoModel / "
+              f"AutoModelForImageClassification.from_pretrained('{folder}', num_labels=...))")
+        push_if_requested(folder, hub_args)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
