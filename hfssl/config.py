@@ -11,21 +11,59 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import types as types_mod
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from transformers import HfArgumentParser
 
+from hfssl.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file or flag that cannot be used as given."""
 
 
 def _field_names(types: tuple[type, ...]) -> set[str]:
     return {f.name for t in types for f in dataclasses.fields(t)}
+
+
+def _scalar_types(types: tuple[type, ...]) -> dict[str, tuple[type, bool]]:
+    """field name -> (int, float or bool; whether None is allowed) for the fields declared that simply."""
+    out = {}
+    for t in types:
+        hints = typing.get_type_hints(t)
+        for f in dataclasses.fields(t):
+            hint = hints.get(f.name)
+            args = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types_mod.UnionType) else {hint}
+            optional = type(None) in args
+            args.discard(type(None))
+            if len(args) == 1 and (kind := args.pop()) in (int, float, bool):
+                out[f.name] = (kind, optional)
+    return out
+
+
+def check_types(values: dict[str, Any], types: tuple[type, ...], where: str) -> None:
+    """Refuse a YAML value of the wrong type for an int / float / bool field (YAML skips argparse's
+    conversion): ``max_steps: 3.5`` or ``per_device_train_batch_size: [4]`` fail naming the key."""
+    for key, value in values.items():
+        kind, optional = _scalar_types(types).get(key, (None, True))
+        if kind is None or (value is None and optional):
+            continue
+        ok = {int: isinstance(value, int) and not isinstance(value, bool),
+              float: isinstance(value, (int, float)) and not isinstance(value, bool),
+              bool: isinstance(value, bool)}[kind]
+        if not ok:
+            raise ConfigError(f"{where}: {key}: {value!r} is not {'an' if kind is int else 'a'} {kind.__name__}"
+                              f"{' or null' if optional else ''}; write e.g. {key}: {_example(kind)}")
+
+
+def _example(kind: type) -> str:
+    return {int: "4", float: "0.1", bool: "true"}[kind]
 
 
 def load_yaml(path: str | Path, allowed: set[str]) -> dict[str, Any]:
@@ -63,14 +101,24 @@ def parse(*types: type, args: list[str] | None = None, default_config: str | Pat
     known, _ = pre.parse_known_args(args)
     config_path = known.config if known.config is not None else default_config
     if config_path is not None:
-        parser.set_defaults(**load_yaml(config_path, _field_names(types)))
+        values = load_yaml(config_path, _field_names(types))
+        check_types(values, types, str(config_path))
+        parser.set_defaults(**values)
+
+    def error(message: str):  # argparse prints usage + message; the contract is one line naming the flag
+        raise ConfigError(f"{message}; see --help")
+
+    parser.error = error
     namespace, extra = parser.parse_known_args(args)
     if extra:
-        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+        raise ConfigError(f"unrecognised arguments: {' '.join(extra)}; see --help for the valid flags")
     values = vars(namespace)
     values.pop("config", None)
     out = []
     for t in types:
         names = {f.name for f in dataclasses.fields(t) if f.init}
-        out.append(t(**{k: v for k, v in values.items() if k in names}))
+        try:
+            out.append(t(**{k: v for k, v in values.items() if k in names}))
+        except ValueError as err:  # __post_init__ range checks name the flag
+            raise ConfigError(str(err)) from None
     return tuple(out)

@@ -60,5 +60,13 @@ def run_cli(main: Callable, argv: list[str] | None = None):
         found = _user_error(err)
         if found is None or debug:
             raise
+        _close_progress_bars()  # so the error is the last line, not followed by a bar's final refresh
         print(f"error: {one_line(found)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def _close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

@@ -4,6 +4,8 @@ throughput (tokens/s for text, samples/s otherwise)."""
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +14,34 @@ from accelerate import Accelerator
 
 
 class MetricsLogger:
-    """Writes metrics to ``metrics.jsonl`` in the output folder and to Accelerate's trackers."""
+    """Writes metrics to ``metrics.jsonl`` in the output folder and to Accelerate's trackers.
 
-    def __init__(self, accelerator: Accelerator, output_dir: Path):
+    The file is strict JSON (a non-finite value is written as ``null``). A resumed run first drops the lines
+    after its checkpoint's step (the killed run logged them, and the resumed run logs those steps again).
+    """
+
+    def __init__(self, accelerator: Accelerator, output_dir: Path, resumed_at: int | None = None):
         self.accelerator, self.path = accelerator, output_dir / "metrics.jsonl"
+        if resumed_at is not None and accelerator.is_main_process and self.path.is_file():
+            keep = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resumed_at]
+            tmp = self.path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            os.replace(tmp, self.path)
 
     def log(self, metrics: dict[str, float], step: int):
         self.accelerator.log(metrics, step=step)
         if self.accelerator.is_main_process:
+            clean = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in metrics.items()}
             with self.path.open("a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
+                f.write(json.dumps({"step": step, **clean}, allow_nan=False) + "\n")
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; a line that cannot be read (cut by a crash) counts as after any."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def scalar_metrics(output: Any) -> dict[str, float]:

@@ -27,7 +27,16 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from hfssl.checkpoint import latest_checkpoint, prepare_output_dir, save_checkpoint
+from hfssl.checkpoint import (
+    STATE,
+    check_settings,
+    latest_checkpoint,
+    load_latest,
+    prepare_output_dir,
+    save_checkpoint,
+    start_fresh,
+)
+from hfssl.errors import Fault
 from hfssl.logs import MetricsLogger, count_units, scalar_metrics, summarize_running
 from hfssl.optim import build_optimizer, build_scheduler
 from hfssl.report import write_report
@@ -66,11 +75,30 @@ class TrainArgs:
 
     def __post_init__(self):
         if self.lr_scheduler_type not in ("linear", "cosine", "constant"):
-            raise ValueError(f"lr_scheduler_type must be linear, cosine or constant, not {self.lr_scheduler_type!r}")
+            raise ValueError(f"--lr_scheduler_type must be linear, cosine or constant, not {self.lr_scheduler_type!r}")
         if self.max_steps <= 0 and self.num_epochs <= 0:
-            raise ValueError("set max_steps > 0 or num_epochs > 0")
+            raise ValueError(f"--max_steps {self.max_steps} and --num_epochs {self.num_epochs}: set max_steps > 0 "
+                             "or num_epochs > 0")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, not {self.mixed_precision!r}")
+            raise ValueError(f"--mixed_precision must be no, fp16 or bf16, not {self.mixed_precision!r}")
+        at_least = {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
+                    "gradient_accumulation_steps": 1, "logging_steps": 1, "eval_steps": 0, "save_steps": 0,
+                    "save_total_limit": 1, "dataloader_num_workers": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name} must be at least {low}, got {getattr(self, name)}"
+                                 + (" (0 would delete each checkpoint as it is written)" if name == "save_total_limit" else ""))
+        if not self.adam_epsilon > 0:
+            raise ValueError(f"--adam_epsilon must be positive, got {self.adam_epsilon}")
+        for name in ("learning_rate", "weight_decay", "warmup", "max_grad_norm"):  # lr 0: evaluate a fixed model
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.resume and self.overwrite_output_dir:
+            raise ValueError("--resume continues the run in --output_dir and --overwrite_output_dir starts a new one "
+                             "there: pass only one of them")
 
 
 @dataclass
@@ -89,8 +117,13 @@ def step_generator(seed: int, step: int, micro: int, process: int, device="cpu")
     return g
 
 
-def make_accelerator(args: TrainArgs) -> Accelerator:
-    """The Accelerator for a run: accumulation, precision, trackers; seeded before any data or model."""
+def make_accelerator(args: TrainArgs, settings: dict | None = None) -> Accelerator:
+    """The Accelerator for a run: accumulation, precision, trackers; seeded before any data or model.
+
+    Before any data work: the output folder is checked (:func:`hfssl.checkpoint.prepare_output_dir`), a
+    resume whose ``settings`` (:func:`hfssl.checkpoint.run_settings`) differ from its checkpoint's is
+    refused, and a new run in a used folder starts fresh (the old run's checkpoints, tokenizer and logs go).
+    """
     out = prepare_output_dir(args.output_dir, args.resume, args.overwrite_output_dir)
     # Without cpu=True, several CPU processes (torchrun / accelerate launch --multi_gpu) silently run as
     # independent single-process jobs: Accelerate only sets up MULTI_CPU when told it is on the CPU.
@@ -104,8 +137,24 @@ def make_accelerator(args: TrainArgs) -> Accelerator:
         step_scheduler_with_optimizer=False,  # we step it once per real optimizer step ourselves
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.find_unused_parameters)],
     )
+    if args.resume:
+        ckpt = latest_checkpoint(out)
+        try:
+            saved = json.loads((ckpt / STATE).read_text()).get("settings")
+        except (OSError, ValueError):
+            saved = None  # damaged: fit's load_latest sets it aside and checks the one it loads
+        check_settings(saved, with_processes(settings, accelerator), ckpt)
+    elif out.is_dir():
+        if accelerator.is_main_process and (removed := start_fresh(out)):
+            print(f"new run in {out}: removed the earlier run's {', '.join(removed)}")
+        accelerator.wait_for_everyone()
     set_seed(args.seed)
     return accelerator
+
+
+def with_processes(settings: dict | None, accelerator: Accelerator) -> dict:
+    """The run's settings plus the process count (it fixes the data position of a checkpoint)."""
+    return {**(settings or {}), "processes": accelerator.num_processes}
 
 
 def make_loader(data: Dataset, batch_size: int, collate_fn, args: TrainArgs, shuffle_seed: int | None):
@@ -153,6 +202,7 @@ def fit(
     on_step_end: Callable | None = None,
     on_evaluate: Callable | None = None,
     before_evaluate: Callable | None = None,
+    settings: dict | None = None,
 ) -> FitResult:
     """Train ``model`` (forward returns ``.loss``) for ``args.max_steps`` or ``args.num_epochs``.
 
@@ -162,6 +212,7 @@ def fit(
     ``on_evaluate(model, step, metrics)`` runs after each evaluation on every process (e.g. to save
     reconstruction pictures or log extra figures; guard file writes with ``accelerator.is_main_process``).
     ``before_evaluate(model, step)`` runs before each evaluation on every process (e.g. to encode a kNN bank).
+    ``settings`` (:func:`hfssl.checkpoint.run_settings`) go into every checkpoint; a resume must repeat them.
     """
     out, main = Path(args.output_dir), accelerator.is_main_process
     epoch_data = train_data if callable(train_data) else (lambda epoch: train_data)
@@ -185,15 +236,14 @@ def fit(
         eval_loader = accelerator.prepare(make_loader(eval_data, args.per_device_eval_batch_size,
                                                       collate_fn, args, shuffle_seed=None))
 
-    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
-    if args.resume and (ckpt := latest_checkpoint(out)) is not None:
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        accelerator.print(f"resumed from {ckpt} at step {state['step']}")
+    settings = with_processes(settings, accelerator)
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "settings": settings}
+    if args.resume:
+        state = {**load_latest(accelerator, out, settings), "settings": settings}
     if main:
         out.mkdir(parents=True, exist_ok=True)
     accelerator.init_trackers("hfssl", config={k: v for k, v in asdict(args).items() if v is not None})
-    logger = MetricsLogger(accelerator, out)
+    logger = MetricsLogger(accelerator, out, resumed_at=state["step"] if args.resume else None)
     unwrapped = accelerator.unwrap_model(model)
 
     def run_eval() -> dict:
@@ -223,6 +273,10 @@ def fit(
                 batch = transform(batch, gen)
             with accelerator.accumulate(model):
                 output = model(**batch)
+                if not math.isfinite(loss := float(output.loss.detach())):
+                    raise Fault(f"the training loss is {loss} at step {state['step'] + 1} (micro-batch {micro}); "
+                                f"stopped without saving (checkpoints in {out / 'checkpoints'} are intact); "
+                                "lower --learning_rate, set --max_grad_norm, or check the data and the batch size")
                 accelerator.backward(output.loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)

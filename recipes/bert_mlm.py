@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hfssl.card import ModelCardInfo
+from hfssl.checkpoint import run_settings
 from hfssl.config import parse
+from hfssl.errors import UserError, run_cli
 from hfssl.hub import HubArgs, push_if_requested, save_model_folder
 from hfssl.methods.bert import BertPretrainer, mlm_eval_step, mlm_summary, premask
 from hfssl.methods.bert_config import BertModelArgs
@@ -30,12 +32,20 @@ class EvalSplitArgs:
     eval_fraction: float = field(default=0.05, metadata={"help": "Fraction of documents held out for evaluation "
                                                                   "(0: no evaluation)."})
 
+    def __post_init__(self):
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"--eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
 
 def main(argv=None):
     corpus_args, tok_args, nsp_args, mask_args, model_args, train_args, hub_args, split_args = parse(
         CorpusArgs, TokenizerArgs, NSPArgs, MaskingArgs, BertModelArgs, TrainArgs, HubArgs, EvalSplitArgs,
         args=argv, default_config=DEFAULT_CONFIG)
-    accelerator = make_accelerator(train_args)
+    if nsp_args.max_seq_length > model_args.max_position_embeddings:
+        raise UserError(f"--max_seq_length {nsp_args.max_seq_length} is longer than the model's "
+                        f"--max_position_embeddings {model_args.max_position_embeddings}; lower it or raise the positions")
+    settings = run_settings(train_args, corpus_args, tok_args, nsp_args, mask_args, model_args, split_args)
+    accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
 
     # Data: documents -> held-out split by document -> tokenizer (trained on the training split only,
@@ -44,8 +54,8 @@ def main(argv=None):
         documents, report = load_corpus(corpus_args)
         accelerator.print(report)
         if len(documents) < 2 and split_args.eval_fraction > 0:
-            raise SystemExit(f"the corpus has {len(documents)} document: hold-out evaluation needs at least 2 "
-                             "(set --document_separator, give more files, or --eval_fraction 0)")
+            raise UserError(f"the corpus has {len(documents)} document, --eval_fraction {split_args.eval_fraction} "
+                            "needs at least 2 (set --document_separator, give more files, or --eval_fraction 0)")
         split = (documents.train_test_split(test_size=split_args.eval_fraction, seed=train_args.seed)
                  if split_args.eval_fraction > 0 else {"train": documents, "test": None})
         saved_tokenizer = out / "tokenizer"
@@ -74,7 +84,7 @@ def main(argv=None):
 
     result = fit(accelerator, model, train_args, train_data=train_pairs.for_epoch, collate_fn=collator.pad,
                  transform=collator.mask, eval_data=eval_instances, eval_step=mlm_eval_step(),
-                 eval_summary=mlm_summary)
+                 eval_summary=mlm_summary, settings=settings)
 
     if accelerator.is_main_process:
         card = ModelCardInfo(
@@ -93,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -5,5 +5,7 @@
 
 from contrastive import CONFIGS, main
 
+from hfssl.errors import run_cli
+
 if __name__ == "__main__":
-    main(default_config=CONFIGS / "byol_tiny.yaml")
+    run_cli(lambda argv: main(argv, default_config=CONFIGS / "byol_tiny.yaml"))

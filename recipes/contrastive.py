@@ -17,7 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hfssl.card import ModelCardInfo
+from hfssl.checkpoint import run_settings
 from hfssl.config import parse
+from hfssl.errors import UserError, run_cli
 from hfssl.heads import convert_sync_batchnorm
 from hfssl.hub import HubArgs, push_if_requested
 from hfssl.methods import contrastive_methods
@@ -38,7 +40,12 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
         ImageDataArgs, AugmentArgs, ViewArgs, BackboneArgs, SSLArgs, TrainArgs, HubArgs, MonitorArgs, args=argv,
         default_config=default_config)
     method = ssl_args.method
-    accelerator = make_accelerator(train_args)
+    if train_args.per_device_train_batch_size < 2:  # batch norm statistics; SimCLR / MoCo need negatives too
+        raise UserError(f"--per_device_train_batch_size {train_args.per_device_train_batch_size}: {method} needs at "
+                        "least 2 images per process (batch-norm statistics of one image are undefined, and a "
+                        "batch of one has no negatives); set it to 2 or more")
+    settings = run_settings(train_args, data_args, crop_args, view_args, bb_args, ssl_args)
+    accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
 
     with accelerator.main_process_first():
@@ -71,7 +78,7 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
     result = fit(accelerator, model, train_args, train_data=data.train.select_columns([PIXELS]),
                  collate_fn=collate_images, transform=TwoViews(data.mean, data.std, crop_args, view_args),
                  eval_data=data.eval.select_columns([PIXELS, "label"]) if monitor else None,
-                 on_step_end=on_step_end, **as_hooks(monitor))
+                 on_step_end=on_step_end, settings=settings, **as_hooks(monitor))
 
     metrics = {**result.eval_metrics, "steps": result.step}
     if accelerator.is_main_process:
@@ -102,4 +109,4 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

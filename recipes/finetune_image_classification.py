@@ -24,17 +24,19 @@ from transformers import (
 )
 
 from hfssl.config import parse
+from hfssl.errors import UserError, run_cli
 from hfssl.finetune.common import (
     FinetuneTrainingArguments,
     ModelArgs,
     check_output_dir,
     describe_loading,
     load_model,
+    load_pretrained,
     train_and_finish,
 )
 from hfssl.finetune.metrics import classification_metrics
-from hfssl.methods.mae import MAEArgs, mae_config, vit_config_from_mae
-from hfssl.vision.data import ImageDataArgs, load_images
+from hfssl.methods.mae import PRESETS, MAEArgs, mae_config, vit_config_from_mae
+from hfssl.vision.data import EVAL_SPLITS, ImageDataArgs, load_images
 from hfssl.vision.export import vit_image_processor
 from hfssl.vision.transforms import AugmentArgs, ClassificationTransform, ImageViews
 
@@ -48,6 +50,28 @@ class ScratchViTArgs:
     preset: str = field(default="tiny", metadata={"help": "ViT size (MAE's presets) when there is no model folder."})
     patch_size: int = field(default=4, metadata={"help": "ViT patch size when there is no model folder."})
 
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset {self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+        if self.patch_size < 1:
+            raise ValueError(f"--patch_size must be at least 1, got {self.patch_size}")
+
+
+def check_labels(names: list[str] | None, data_args: ImageDataArgs) -> None:
+    """Labelled images of at least two classes. A one-class image folder (``data/CLASS/*``, or under split
+    folders) has no label column at all: datasets' imagefolder drops a single label, so its folders are read."""
+    where, root = data_args.data or "the embedded Fashion-MNIST subset", Path(data_args.data or ".").expanduser()
+    classes = names
+    if names is None and data_args.data and root.is_dir() and not (root / "state.json").is_file():
+        classes = sorted({f.parent.name for f in root.rglob("[!.]*") if f.is_file() and f.parent != root
+                          and f.parent.name not in ("train", *EVAL_SPLITS)})
+    if classes is not None and len(classes) == 1:
+        raise UserError(f"the data has one class, {classes[0]!r}, --data {where}; classification needs at least "
+                        "two: add a folder (or labelled images) for another class")
+    if names is None:
+        raise UserError(f"the images of --data {where} have no labels; give an image folder with one subfolder per "
+                        f"class, or a dataset with a {data_args.label_column!r} column (--label_column)")
+
 
 def main(argv=None) -> dict:
     """Run the recipe; returns the final evaluation metrics (eval_accuracy, eval_f1 = macro-F1, eval_loss)."""
@@ -55,24 +79,28 @@ def main(argv=None) -> dict:
         ImageDataArgs, AugmentArgs, ModelArgs, ScratchViTArgs, FinetuneTrainingArguments, args=argv,
         default_config=DEFAULT_CONFIG)
     if not ft_args.model_name_or_path and not ft_args.from_scratch:
-        raise SystemExit("give --model_name_or_path (a pretrained folder) or --from_scratch")
+        raise UserError("no model, --model_name_or_path: give a pretrained folder (e.g. the OUTPUT/model of "
+                        "recipes/mae.py) or pass --from_scratch")
+    path, processor = ft_args.model_name_or_path, None
+    if path:
+        ft_args.require_path("the OUTPUT/model folder of recipes/mae.py")
     check_output_dir(training_args)
     training_args.remove_unused_columns = False  # the batch is built by ClassificationTransform
     set_seed(training_args.seed)  # before the head (or the whole model) is initialised
-    path, processor = ft_args.model_name_or_path, None
     if path:  # the model's own processor: its size, mean and std are what the encoder was trained on
-        processor = AutoImageProcessor.from_pretrained(path)
+        processor = load_pretrained(AutoImageProcessor, path, "image processor")
         size = processor.size.get("height") or processor.size.get("shortest_edge")
         if data_args.image_size not in (None, size):
-            raise SystemExit(f"--image_size {data_args.image_size} differs from the model's {size}: leave it unset")
+            raise UserError(f"--image_size {data_args.image_size} differs from the model's {size}; leave it unset")
         data_args.image_size = size
 
     with training_args.main_process_first(desc="decoding images"):
         data = load_images(data_args, seed=training_args.seed)
     print(data.report)
-    if data.label_names is None or data.eval is None:
-        raise SystemExit("fine-tuning needs labelled training images and an evaluation split "
-                         "(--eval_data, a test split, or --eval_fraction > 0)")
+    check_labels(data.label_names, data_args)
+    if data.eval is None:
+        raise UserError(f"no evaluation images for --data {data_args.data or 'the embedded subset'}; fine-tuning "
+                        "needs an evaluation split: give --eval_data, a test split, or --eval_fraction > 0")
     processor = processor or vit_image_processor(data.image_size, data.mean, data.std)
 
     # Model: the label names go into the config, so pipelines and the Hub widget show them.
@@ -100,4 +128,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, Trainer, set_seed
 
 from hfssl.config import parse
+from hfssl.errors import run_cli
 from hfssl.finetune.common import (
     DataFilesArgs,
     FinetuneTrainingArguments,
@@ -22,10 +23,10 @@ from hfssl.finetune.common import (
     describe_loading,
     effective_max_length,
     load_model,
-    run_cli,
+    load_pretrained,
     train_and_finish,
 )
-from hfssl.finetune.qa import QAArgs, featurize, load_qa_data, model_inputs, qa_metrics
+from hfssl.finetune.qa import QAArgs, drop_unfit_questions, featurize, load_qa_data, model_inputs, qa_metrics
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "finetune_qa.yaml"
 
@@ -33,20 +34,31 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "finetune_qa.yaml
 def main(argv=None) -> dict:
     """Run the recipe; returns the final evaluation metrics (eval_exact_match, eval_f1 in 0-100, eval_loss)."""
     model_args, files, qa, training_args = parse(ModelArgs, DataFilesArgs, QAArgs, FinetuneTrainingArguments,
-                                                 args=argv)
+                                                 args=argv, default_config=DEFAULT_CONFIG)
+    path = model_args.require_path("the OUTPUT/model folder of recipes/bert_mlm.py")
     check_output_dir(training_args)
     set_seed(training_args.seed)  # before the head (or the whole model) is initialised
 
-    path = model_args.require_path("the OUTPUT/model folder of recipes/bert_mlm.py")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    config = AutoConfig.from_pretrained(path)
+    tokenizer = load_pretrained(AutoTokenizer, path, "tokenizer")
+    config = load_pretrained(AutoConfig, path, "config")
     max_length = effective_max_length(qa.max_seq_length, tokenizer, config)
 
-    # Data: every row is checked (fields, answer spans, question length) before anything is trained.
+    # Data: every row is checked (fields, answer spans, question length) before anything is trained. A
+    # training question whose answer fits in no window is dropped (its windows would teach "no answer"),
+    # counted and named; evaluation questions are all kept and scored.
     with training_args.main_process_first(desc="load data"):
         raw = load_qa_data(files, tokenizer, qa, max_length, training_args.seed)
         features = {split: featurize(ds, tokenizer, max_length, qa.doc_stride) for split, ds in raw.items()}
-    print(f"data: {len(raw['train'])} training questions -> {len(features['train'])} windows, "
+        notes = {}
+        for split, name, where in (("train", "training", files.train_file),
+                                   ("validation", "validation", files.validation_file or files.train_file)):
+            features[split], notes[split] = drop_unfit_questions(raw[split], features[split], max_length,
+                                                                 qa.doc_stride, where, split=name)
+    for note in notes.values():
+        if note:
+            print(note, flush=True)
+    used = len(set(features["train"]["example_idx"]))
+    print(f"data: {used} of {len(raw['train'])} training questions -> {len(features['train'])} windows, "
           f"{len(raw['validation'])} validation questions -> {len(features['validation'])} windows "
           f"(max_seq_length {max_length}, doc_stride {qa.doc_stride})")
 

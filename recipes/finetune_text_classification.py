@@ -13,6 +13,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer, set_seed
 
 from hfssl.config import parse
+from hfssl.errors import run_cli
 from hfssl.finetune.common import (
     DataFilesArgs,
     FinetuneTrainingArguments,
@@ -21,7 +22,7 @@ from hfssl.finetune.common import (
     describe_loading,
     effective_max_length,
     load_model,
-    run_cli,
+    load_pretrained,
     train_and_finish,
 )
 from hfssl.finetune.metrics import classification_metrics
@@ -38,6 +39,7 @@ def main(argv=None) -> dict:
     """Run the recipe; returns the final evaluation metrics (eval_accuracy, eval_f1 = macro-F1, eval_loss)."""
     model_args, files, task, training_args = parse(
         ModelArgs, DataFilesArgs, TextClassificationArgs, FinetuneTrainingArguments, args=argv, default_config=DEFAULT_CONFIG)
+    path = model_args.require_path("the OUTPUT/model folder of recipes/bert_mlm.py")
     check_output_dir(training_args)
     set_seed(training_args.seed)  # before the head (or the whole model) is initialised
 
@@ -48,10 +50,9 @@ def main(argv=None) -> dict:
           f"{len(labels)} labels: {', '.join(labels)}")
 
     # Model: the label names go into the config, so pipelines and the Hub widget show them.
-    path = model_args.require_path("the OUTPUT/model folder of recipes/bert_mlm.py")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                        label2id={name: i for i, name in enumerate(labels)})
+    tokenizer = load_pretrained(AutoTokenizer, path, "tokenizer")
+    config = load_pretrained(AutoConfig, path, "config", num_labels=len(labels), id2label=dict(enumerate(labels)),
+                             label2id={name: i for i, name in enumerate(labels)})
     model, info = load_model(AutoModelForSequenceClassification, path, config, model_args.from_scratch)
     print(describe_loading(info, model_args.from_scratch, head_prefixes=("classifier.",)))
 

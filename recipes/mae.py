@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 
 from hfssl.card import ModelCardInfo
+from hfssl.checkpoint import run_settings
 from hfssl.config import parse
+from hfssl.errors import run_cli
 from hfssl.hub import HubArgs, push_if_requested
 from hfssl.methods.mae import (
     MAEArgs,
@@ -42,7 +44,8 @@ class PictureArgs:
 def main(argv=None):
     data_args, aug_args, mae_args, train_args, hub_args, pic_args = parse(
         ImageDataArgs, AugmentArgs, MAEArgs, TrainArgs, HubArgs, PictureArgs, args=argv, default_config=DEFAULT_CONFIG)
-    accelerator = make_accelerator(train_args)
+    settings = run_settings(train_args, data_args, aug_args, mae_args)
+    accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
     if mae_args.base_learning_rate > 0:  # MAE's linear scaling rule, on the batch of all processes
         total = train_args.per_device_train_batch_size * train_args.gradient_accumulation_steps
@@ -70,7 +73,7 @@ def main(argv=None):
     result = fit(accelerator, model, train_args, train_data=data.train.select_columns([PIXELS]),
                  collate_fn=collate_images, transform=MAEBatchTransform(views, model.num_patches),
                  eval_data=eval_set, eval_step=mae_eval_step(plain), eval_summary=mae_summary,
-                 on_evaluate=pictures)
+                 on_evaluate=pictures, settings=settings)
 
     if accelerator.is_main_process:
         card = ModelCardInfo(
@@ -91,4 +94,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

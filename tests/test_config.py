@@ -44,8 +44,36 @@ def test_unknown_yaml_key_is_named(tmp_path):
 def test_missing_config_and_unknown_flag(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         parse(A, args=["--config", str(tmp_path / "nope.yaml")])
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--bogus"):
         parse(A, args=["--bogus", "1"])
+    with pytest.raises(ConfigError, match="--steps.*invalid int value: 'x'"):
+        parse(B, args=["--steps", "x"])
+
+
+def test_yaml_values_of_the_wrong_type_are_refused_by_key(tmp_path):
+    """YAML bypasses argparse's conversion: a float for an int, a list for a number, text for a bool."""
+    cfg = tmp_path / "c.yaml"
+    for text, key in (("steps: 3.5\n", "steps"), ("steps: [4]\n", "steps"), ("flag: maybe\n", "flag"),
+                      ("lr: fast\n", "lr"), ("steps: true\n", "steps")):
+        cfg.write_text(text)
+        with pytest.raises(ConfigError, match=f"c.yaml: {key}: "):
+            parse(A, B, args=["--config", str(cfg)])
+    cfg.write_text("lr: 1\nname: null\nsteps: 3\n")  # an int for a float, null for an optional: fine
+    a, b = parse(A, B, args=["--config", str(cfg)])
+    assert (a.lr, a.name, b.steps) == (1, None, 3)
+
+
+def test_post_init_errors_become_config_errors():
+    @dataclass
+    class Checked:
+        n: int = field(default=1, metadata={"help": "a count"})
+
+        def __post_init__(self):
+            if self.n < 1:
+                raise ValueError(f"--n must be at least 1, got {self.n}")
+
+    with pytest.raises(ConfigError, match="--n must be at least 1, got 0"):
+        parse(Checked, args=["--n", "0"])
 
 
 def test_default_config_is_replaced_by_config_and_overridden_by_flags(tmp_path):

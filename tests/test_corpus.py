@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 
 import datasets
@@ -135,6 +136,50 @@ def test_parquet_and_save_to_disk(tmp_path):
         load(tmp_path / "p.parquet", tmp_path, text_field="content")
 
 
+def write_cut_gzip(path: Path, text: str, keep: float = 0.5) -> Path:
+    """``text`` gzipped, then cut to ``keep`` of its compressed bytes (a download that stopped half-way)."""
+    data = gzip.compress(text.encode("utf-8"))
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def many_words(n: int, seed: int = 0) -> list[str]:
+    """``n`` lines of pseudo-random words: they compress badly, so half a .gz still holds > 8 KB of text."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(500)]
+    return [" ".join(rng.choice(words) for _ in range(12)).capitalize() + "." for _ in range(n)]
+
+
+@pytest.mark.parametrize("name, size", [("cut.txt.gz", 4000), ("tiny.txt.gz", 20), ("cut.jsonl.gz", 4000),
+                                        ("tiny.jsonl.gz", 20)])
+def test_truncated_gzip_is_an_error_naming_the_file(tmp_path, name, size):
+    """A .gz cut in half fails inside the datasets generator (big file: after the 8 KB check) or in the
+    check (small file): either way a UserError that names the file, never a bare EOFError."""
+    from hfssl.errors import UserError
+
+    lines = many_words(size)
+    text = "\n".join(json.dumps({"text": t}) for t in lines) if "jsonl" in name else "\n".join(lines)
+    (tmp_path / "good.txt").write_text("A good file. It is fine.")
+    write_cut_gzip(tmp_path / name, text)
+    with pytest.raises(UserError, match=rf"{re.escape(str(tmp_path / name))}: cannot be read \(EOFError.*re-create"):
+        load(tmp_path, tmp_path)
+
+
+def test_corrupt_gzip_and_parquet_are_errors_naming_the_file(tmp_path):
+    from hfssl.errors import UserError
+
+    data = bytearray(gzip.compress("\n".join(many_words(4000)).encode()))
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # damaged in the middle: a zlib / CRC error
+    (tmp_path / "bad.txt.gz").write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"bad\.txt\.gz: cannot be read"):
+        load(tmp_path / "bad.txt.gz", tmp_path)
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not really a parquet file")
+    with pytest.raises(UserError, match=r"bad\.parquet: cannot be read \(Arrow"):
+        load(tmp_path / "bad.parquet", tmp_path)
+
+
 def test_folders_recurse_and_globs_expand_in_sorted_order(tmp_path, caplog):
     root = tmp_path / "corpus"
     (root / "sub").mkdir(parents=True)
@@ -186,6 +231,18 @@ def test_empty_corpus_is_an_error_naming_the_paths(tmp_path):
     (tmp_path / "blank.txt").write_text("\n   \n\n")
     with pytest.raises(ValueError, match=r"blank\.txt"):
         load(tmp_path / "blank.txt", tmp_path)
+
+
+def test_corpus_args_validation():
+    with pytest.raises(ValueError, match="--num_proc must be at least 1"):
+        CorpusArgs(num_proc=0)
+    with pytest.raises(ValueError, match="--text_field"):
+        CorpusArgs(text_field="")
+    with pytest.raises(ValueError, match="--document_separator .* not a valid regex"):
+        CorpusArgs(document_separator="(")
+    with pytest.raises(ValueError, match="either --sentence_per_line"):
+        CorpusArgs(document_separator="^#", sentence_per_line=True)
+    CorpusArgs(num_proc=None, document_separator="^#")
 
 
 def test_report_as_dict_and_str():

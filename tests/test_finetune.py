@@ -390,3 +390,90 @@ def test_qa_bad_input_names_the_row(pretrained, tmp_path, problem, expected):
     bad = _write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DataError, match=expected):
         _recipe("finetune_qa").main(_qa_args(pretrained, tmp_path / "o", train=bad))
+
+
+def _long_answer(row: dict, n_chars: int = 300) -> dict:
+    """``row`` with its answer replaced by the first ``n_chars`` characters of its context (many windows long)."""
+    return {**row, "answers": {"text": [row["context"][:n_chars]], "answer_start": [0]}}
+
+
+def test_qa_answers_longer_than_a_window_are_counted_named_and_dropped(pretrained):
+    """Every window of a question whose answer is longer than a window points at [CLS]: such training
+    questions are dropped (counted, named), evaluation questions kept; all of them is a DataError."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from hfssl.finetune.common import DataError
+    from hfssl.finetune.qa import drop_unfit_questions, featurize, unfit_questions
+
+    tokenizer = AutoTokenizer.from_pretrained(pretrained)
+    rows = _rows("qa_train.jsonl")
+    rows[1], rows[5] = _long_answer(rows[1]), _long_answer(rows[5])
+    examples = datasets.Dataset.from_list(rows)
+    feats = featurize(examples, tokenizer, max_length=64, stride=16)
+    assert unfit_questions(feats, len(examples)) == [1, 5]
+    assert all(f["start_positions"] == 0 for f in feats if f["example_idx"] in (1, 5))  # all [CLS]: no answer
+
+    kept, line = drop_unfit_questions(examples, feats, 64, 16, "train.jsonl")
+    assert line.startswith("skipped 2 of 8 training questions whose answer does not fit in any window of "
+                           f"max_seq_length 64 (ids: {rows[1]['id']}, {rows[5]['id']}; first 20 named)")
+    assert sorted(set(kept["example_idx"])) == [0, 2, 3, 4, 6, 7]
+    assert len(kept) == sum(1 for f in feats["example_idx"] if f not in (1, 5))
+
+    same, note = drop_unfit_questions(examples, feats, 64, 16, "dev.jsonl", split="validation")
+    assert len(same) == len(feats) and note.startswith("note: 2 of 8 validation questions whose answer")
+
+    every = datasets.Dataset.from_list([_long_answer(r) for r in _rows("qa_train.jsonl")])
+    with pytest.raises(DataError, match=r"train\.jsonl: no training question has an answer that fits.*"
+                                        r"max_seq_length 64 with doc_stride 16.*raise --max_seq_length"):
+        drop_unfit_questions(every, featurize(every, tokenizer, 64, 16), 64, 16, "train.jsonl")
+    many = datasets.Dataset.from_list([{**_long_answer(rows[0]), "id": f"x{i}"} for i in range(25)] + rows[2:4])
+    line = drop_unfit_questions(many, featurize(many, tokenizer, 64, 16), 64, 16, "t")[1]
+    assert "skipped 25 of 27" in line and "x19, ...; first 20 named" in line and "x20" not in line
+
+
+def test_qa_recipe_reports_skipped_questions(pretrained, tmp_path, capsys):
+    rows = _rows("qa_train.jsonl")
+    rows[1] = _long_answer(rows[1])
+    validation = _rows("qa_validation.jsonl")
+    validation[0] = _long_answer(validation[0])
+    train = _write_jsonl(tmp_path / "train.jsonl", rows)
+    dev = _write_jsonl(tmp_path / "dev.jsonl", validation)
+    _recipe("finetune_qa").main(_qa_args(pretrained, tmp_path / "o", "--max_steps", "1", train=train, validation=dev))
+    printed = capsys.readouterr().out
+    assert (f"skipped 1 of 8 training questions whose answer does not fit in any window of max_seq_length 64 "
+            f"(ids: {rows[1]['id']}; first 20 named)") in printed
+    assert f"note: 1 of 4 validation questions whose answer does not fit in any window of max_seq_length 64 " \
+           f"(ids: {validation[0]['id']}; first 20 named); kept" in printed
+    assert "data: 7 of 8 training questions ->" in printed and "4 validation questions ->" in printed
+
+
+def test_argument_ranges_name_their_flag(tmp_path):
+    """Every numeric setting of the fine-tuning dataclasses is checked before any data is read."""
+    from hfssl.finetune.common import DataFilesArgs, FinetuneTrainingArguments
+    from hfssl.finetune.qa import QAArgs
+    from hfssl.finetune.text_classification import TextClassificationArgs
+
+    train = str(DATA / "cls_train.jsonl")
+    cases = [
+        (lambda: QAArgs(max_seq_length=4), "--max_seq_length must be at least 8, got 4"),
+        (lambda: QAArgs(doc_stride=-1), "--doc_stride must be at least 0"),
+        (lambda: QAArgs(max_seq_length=64, doc_stride=64), "--doc_stride must be below --max_seq_length"),
+        (lambda: QAArgs(n_best_size=0), "--n_best_size must be at least 1"),
+        (lambda: QAArgs(max_answer_length=0), "--max_answer_length must be at least 1"),
+        (lambda: TextClassificationArgs(max_seq_length=0), "--max_seq_length must be at least 8, got 0"),
+        (lambda: TextClassificationArgs(label_column="text"), "--label_column and --text_column"),
+        (lambda: DataFilesArgs(train_file=train, validation_split=1.0), "--validation_split must be in"),
+        (lambda: DataFilesArgs(train_file=train, validation_split=0.1, max_train_samples=0), "--max_train_samples"),
+        (lambda: DataFilesArgs(train_file=str(tmp_path), validation_split=0.1), "--train_file .* is a folder"),
+        (lambda: FinetuneTrainingArguments(output_dir="o", per_device_eval_batch_size=0), "--per_device_eval_batch_size"),
+        (lambda: FinetuneTrainingArguments(output_dir="o", gradient_accumulation_steps=0), "--gradient_accumulation"),
+        (lambda: FinetuneTrainingArguments(output_dir="o", max_steps=0), "--max_steps must be at least 1"),
+        (lambda: FinetuneTrainingArguments(output_dir="o", num_train_epochs=0), "--num_train_epochs must be above 0"),
+        (lambda: FinetuneTrainingArguments(output_dir="o", warmup_steps=-0.1), "--warmup_steps must be at least 0"),
+        (lambda: FinetuneTrainingArguments(output_dir="o", seed=-1), "--seed must be at least 0"),
+    ]
+    for make, message in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            make()
+    FinetuneTrainingArguments(output_dir="o", max_steps=5, num_train_epochs=0, learning_rate=0)  # max_steps wins

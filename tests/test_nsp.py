@@ -244,7 +244,7 @@ def test_single_segments_without_nsp():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="at least 2 non-empty documents"):
+    with pytest.raises(ValueError, match="at least 2 non-empty documents.*but the corpus has 1"):
         nsp.build_instances(make_corpus([[3, 4], [0]]), cls_id=CLS, sep_id=SEP, num_proc=1)
     with pytest.raises(ValueError, match="no tokens"):
         nsp.build_instances(make_corpus([[0], []]), cls_id=CLS, sep_id=SEP, nsp=False, num_proc=1)
@@ -255,6 +255,24 @@ def test_errors():
     with pytest.raises(ValueError, match="random_next_prob"):
         nsp.NSPArgs(random_next_prob=1.5)
     nsp.NSPArgs(max_seq_length=3, nsp=False)
+    for bad, flag in [({"max_seq_length": 0}, "--max_seq_length must be at least 5"),
+                      ({"short_seq_prob": -0.1}, "--short_seq_prob"), ({"preprocessing_num_proc": 0}, "--preprocessing_num_proc")]:
+        with pytest.raises(ValueError, match=flag):
+            nsp.NSPArgs(**bad)
+
+
+def test_too_few_documents_names_the_split_and_what_to_do(bert_tokenizer):
+    """A 4-document corpus whose 5 % held-out split has 1 document: the error says which split it is."""
+    from hfssl.errors import UserError
+
+    held_out = Dataset.from_dict({"sentences": [TEXTS[0]]})
+    builder = nsp.InstanceBuilder.from_documents(held_out, bert_tokenizer, nsp.NSPArgs(max_seq_length=24),
+                                                 name="held-out split")
+    with pytest.raises(UserError) as err:
+        builder.for_epoch(0)
+    message = str(err.value)
+    assert "the held-out split has 1" in message and "corpus" not in message.split(";")[0]
+    assert "--eval_fraction" in message and "--nsp false" in message and "more documents" in message
 
 
 # ------------------------------------------------------------------ tokenization

@@ -138,7 +138,11 @@ def test_get_or_train_and_load_errors(tmp_path, uncased):
 
 
 def test_tokenizer_args_validation():
-    with pytest.raises(ValueError, match="vocab_size"):
+    with pytest.raises(ValueError, match="--vocab_size must be above the 5 special tokens"):
         TokenizerArgs(vocab_size=5)
+    with pytest.raises(ValueError, match="--min_frequency must be at least 1, got 0"):
+        TokenizerArgs(min_frequency=0)
+    with pytest.raises(ValueError, match="--model_max_length must be at least 2"):
+        TokenizerArgs(model_max_length=1)
     with pytest.raises(ValueError, match="vocab_size"):
         train_wordpiece(["a b"], vocab_size=3, show_progress=False)

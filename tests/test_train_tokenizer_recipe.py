@@ -49,13 +49,43 @@ def test_tiny_corpus(tmp_path, run_script):
 
 
 def test_refuses_a_non_empty_output_dir(tmp_path, recipe):
+    from hfssl.errors import UserError
+
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("precious")
-    with pytest.raises(SystemExit, match="overwrite_output_dir"):
+    with pytest.raises(UserError, match="overwrite_output_dir"):
         recipe.main(["--corpus", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out")])
     with pytest.raises(FileNotFoundError, match="nowhere"):  # with the flag it goes on, to the corpus
         recipe.main(["--corpus", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out"),
                      "--overwrite_output_dir"])
+    assert (tmp_path / "out" / "keep.txt").read_text() == "precious"  # a failed run leaves the folder as it was
+
+
+def test_overwrite_leaves_exactly_the_new_tokenizer(tmp_path, recipe):
+    """--overwrite_output_dir over a folder holding another tokenizer, a stale vocab.txt and a stray file:
+    afterwards the folder holds the new tokenizer only, and vocab.txt agrees with tokenizer.json."""
+    import json
+
+    from hfssl.text.tokenizer import save_tokenizer, train_wordpiece
+
+    out = tmp_path / "tok"
+    old = train_wordpiece(["zebra yak xylophone walrus vulture"] * 20, vocab_size=40, min_frequency=1,
+                          show_progress=False)
+    save_tokenizer(old, out)
+    (out / "vocab.txt").write_text("[PAD]\nstale\ntokens\n")  # disagrees with the old tokenizer.json too
+    (out / "old_notes.txt").write_text("from an earlier run")
+    write_corpus(tmp_path / "corpus")
+    recipe.main(["--corpus", str(tmp_path / "corpus"), "--output_dir", str(out), "--overwrite_output_dir",
+                 "--vocab_size", "60", "--min_frequency", "1", "--cache_dir", str(tmp_path / "cache")])
+
+    vocab = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    in_id_order = [token for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    assert (out / "vocab.txt").read_text(encoding="utf-8").splitlines() == in_id_order
+    assert len(in_id_order) == 60 and vocab != old.get_vocab() and "x" not in vocab  # x: only in the old text
+    fresh = save_tokenizer(AutoTokenizer.from_pretrained(str(out)), tmp_path / "fresh")
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in fresh.iterdir())  # no old file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "corpus", "fresh", "tok"]  # no temporary left
+    assert AutoTokenizer.from_pretrained(str(out)).get_vocab() == vocab
 
 
 def test_embedded_default_corpus_with_config(tmp_path, run_script):

@@ -3,11 +3,14 @@ data-file loading and column checks, loading a checkpoint with a new head, savin
 
 Task specifics live beside it: :mod:`hfssl.finetune.text_classification`, :mod:`hfssl.finetune.qa`;
 metrics in :mod:`hfssl.finetune.metrics` (offline ``evaluate.Metric`` classes). Bad data is an error that
-names the file, the row and the column; nothing is skipped silently.
+names the file, the row and the column; nothing is skipped silently. The recipes run under
+:func:`hfssl.errors.run_cli`: a :class:`DataError` (a :class:`~hfssl.errors.UserError`) or a bad flag ends
+the run with exit code 2 and one ``error: ...`` line.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from transformers import TrainingArguments
 
+from hfssl.errors import UserError, one_line
+
 _LOADERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_KINDS = ".csv, .tsv, .json, .jsonl or .parquet"
+MIN_SEQ_LENGTH = 8  # --max_seq_length floor of the text recipes: [CLS], [SEP]s and a few tokens of text
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Input data that cannot be used as given; the message names the file, row and column."""
 
 
@@ -34,10 +41,17 @@ class ModelArgs:
         "help": "Same architecture (the folder's config), randomly initialised: the baseline pretraining must beat."})
 
     def require_path(self, example: str) -> str:
-        """The model folder, or an error that says what to pass (``example``: e.g. a recipe's output)."""
-        if not self.model_name_or_path:
-            raise SystemExit(f"error: --model_name_or_path is required (e.g. {example})")
-        return self.model_name_or_path
+        """The model folder, or an error that says what to pass (``example``: e.g. a recipe's output).
+
+        A name that can only be a local path (absolute, relative with ``./`` or ``~``, or more than one
+        ``/``) must exist; ``name`` or ``org/name`` may be a Hub id and is left to ``from_pretrained``."""
+        path = self.model_name_or_path
+        if not path:
+            raise UserError(f"--model_name_or_path is required; give a model folder (e.g. {example})")
+        local = path.startswith(("/", ".", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path
+        if local and not Path(path).expanduser().exists():
+            raise UserError(f"--model_name_or_path {path}: folder not found; give a model folder (e.g. {example})")
+        return path
 
 
 @dataclass
@@ -53,16 +67,20 @@ class DataFilesArgs:
 
     def __post_init__(self):
         if not self.train_file:
-            raise ValueError("--train_file is required")
+            raise ValueError(f"--train_file is required; give a {_KINDS} file")
         if not 0.0 <= self.validation_split < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1), got {self.validation_split}")
+            raise ValueError(f"--validation_split must be in [0, 1), got {self.validation_split}")
         if self.validation_file and self.validation_split:
-            raise ValueError("give either --validation_file or --validation_split, not both")
+            raise ValueError("--validation_file and --validation_split are both given; give one of them")
         if not self.validation_file and not self.validation_split:
-            raise ValueError("evaluation needs --validation_file or --validation_split (e.g. 0.1)")
+            raise ValueError("evaluation needs --validation_file or --validation_split (e.g. 0.1); give one of them")
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(f"--{name} must be at least 1 (or unset: all rows), got {getattr(self, name)}")
+        for flag, path in (("--train_file", self.train_file), ("--validation_file", self.validation_file)):
+            if path and not Path(path).is_file():
+                what = "is a folder" if Path(path).is_dir() else "not found"
+                raise FileNotFoundError(f"{flag} {path}: {what}; give the path of a {_KINDS} file")
 
 
 @dataclass
@@ -83,32 +101,75 @@ class FinetuneTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         if not self.output_dir:
-            raise ValueError("--output_dir is required")
+            raise ValueError("--output_dir is required; give the folder to write the fine-tuned model to")
+        check_training_numbers(self)
         super().__post_init__()
+
+
+def check_training_numbers(args: TrainingArguments) -> None:
+    """Range checks of the ``TrainingArguments`` numbers a user sets, each naming its flag (``Trainer``
+    would fail later with a traceback, or silently train nothing)."""
+    at_least = {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1, "gradient_accumulation_steps": 1,
+                "learning_rate": 0, "weight_decay": 0, "warmup_steps": 0, "max_grad_norm": 0,
+                "dataloader_num_workers": 0, "seed": 0, "label_smoothing_factor": 0}
+    for name, low in at_least.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise ValueError(f"--{name} must be at least {low}, got {value}")
+    for name in ("logging_steps", "eval_steps", "save_steps", "adam_epsilon"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name} must be above 0, got {value}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be in [0, 1), got {getattr(args, name)}")
+    if args.label_smoothing_factor > 1:
+        raise ValueError(f"--label_smoothing_factor must be at most 1, got {args.label_smoothing_factor}")
+    if args.seed >= 2**32:
+        raise ValueError(f"--seed must be below 2**32, got {args.seed}")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ValueError(f"--max_steps must be at least 1 (or -1: train --num_train_epochs), got {args.max_steps}")
+    if args.max_steps == -1 and args.num_train_epochs <= 0:
+        raise ValueError(f"--num_train_epochs must be above 0 (or set --max_steps), got {args.num_train_epochs}")
 
 
 def check_output_dir(args: FinetuneTrainingArguments) -> None:
     """Refuse to write into a non-empty output folder unless asked to (or resuming from it)."""
     out = Path(args.output_dir)
-    if out.is_file():
-        raise SystemExit(f"--output_dir {out} is a file")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output_dir {out} is a file; choose a folder")
     if out.is_dir() and any(out.iterdir()) and not (args.overwrite_output_dir or args.resume_from_checkpoint):
-        raise SystemExit(f"--output_dir {out} exists and is not empty; pass --overwrite_output_dir to write into "
-                         "it, --resume_from_checkpoint to continue a run, or choose another folder")
+        raise UserError(f"--output_dir {out} exists and is not empty; pass --overwrite_output_dir to write into "
+                        "it, --resume_from_checkpoint to continue a run, or choose another folder")
+
+
+def load_pretrained(auto_cls, path: str, what: str, **kwargs):
+    """``auto_cls.from_pretrained(path, **kwargs)`` (a tokenizer, config or image processor); a folder that
+    is missing or holds no ``what`` is a :class:`~hfssl.errors.UserError` naming ``--model_name_or_path``."""
+    try:
+        return auto_cls.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--model_name_or_path {path}: cannot load its {what} ({type(err).__name__}: "
+                        f"{one_line(err)[:300]}); give a folder written by save_pretrained") from err
 
 
 def load_data_file(path: str | Path) -> datasets.Dataset:
     """One data file as a Dataset, through ``datasets.load_dataset`` (Arrow, cached)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"data file not found: {path}")
+        raise DataError(f"data file not found: {path}; check the path")
     kind = _LOADERS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_LOADERS)}")
     kwargs = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}
-    ds = datasets.load_dataset(kind, data_files={"data": str(path)}, split="data", **kwargs)
+    try:
+        ds = datasets.load_dataset(kind, data_files={"data": str(path)}, split="data", **kwargs)
+    except datasets.exceptions.DatasetGenerationError as err:  # a parse error of the file: name it
+        cause = err.__cause__ or err.__context__ or err
+        raise DataError(f"{path}: cannot be read as {kind} ({type(cause).__name__}: {one_line(cause)[:300]}); "
+                        "fix the file") from err
     if len(ds) == 0:
-        raise DataError(f"{path} holds no rows")
+        raise DataError(f"{path} holds no rows; give a file with data")
     return ds
 
 
@@ -116,8 +177,8 @@ def require_columns(ds: datasets.Dataset, columns: list[str], path) -> None:
     """Each of ``columns`` must exist in ``ds``; the error lists the columns that do."""
     for column in columns:
         if column not in ds.column_names:
-            raise DataError(f"{path}: no column {column!r}; available columns: {', '.join(ds.column_names)} "
-                            f"(choose with --text_column / --text_pair_column / --label_column)")
+            raise DataError(f"{path}: no column {column!r}; available columns: {', '.join(ds.column_names)}; "
+                            f"choose with --text_column / --text_pair_column / --label_column")
 
 
 def column_values(ds: datasets.Dataset, name: str) -> pa.ChunkedArray:
@@ -128,7 +189,8 @@ def check_text_column(ds: datasets.Dataset, column: str, path) -> None:
     """Every row of ``column`` must hold non-blank text."""
     col = column_values(ds, column)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        raise DataError(f"{path}: column {column!r} must hold text, but its values are {col.type}")
+        raise DataError(f"{path}: column {column!r} must hold text, but its values are {col.type}; choose "
+                        "another column or fix the file")
     bad = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), ""), True)  # (N,) missing or blank
     n_bad = pc.sum(bad).as_py() or 0
     if n_bad:
@@ -142,7 +204,8 @@ def label_values(ds: datasets.Dataset, column: str, path) -> list[str]:
     col = column_values(ds, column)
     nulls = pc.is_null(col, nan_is_null=True) if pa.types.is_floating(col.type) else pc.is_null(col)
     if pc.any(nulls).as_py():
-        raise DataError(f"{path}: row {pc.index(nulls, True).as_py()} (0-based) has no {column!r} label")
+        raise DataError(f"{path}: row {pc.index(nulls, True).as_py()} (0-based) has no {column!r} label; fill in "
+                        "or remove that row")
     if pa.types.is_floating(col.type):
         if not pc.all(pc.equal(pc.floor(col), col)).as_py():
             raise DataError(f"{path}: column {column!r} holds fractional numbers ({col.type}): regression is not "
@@ -150,7 +213,8 @@ def label_values(ds: datasets.Dataset, column: str, path) -> list[str]:
         col = pc.cast(col, pa.int64())
     if not (pa.types.is_integer(col.type) or pa.types.is_boolean(col.type) or pa.types.is_string(col.type)
             or pa.types.is_large_string(col.type)):
-        raise DataError(f"{path}: column {column!r} must hold class labels (text or integers), got {col.type}")
+        raise DataError(f"{path}: column {column!r} must hold class labels (text or integers), got {col.type}; "
+                        "choose another --label_column")
     return [str(v) for v in col.to_pylist()]
 
 
@@ -198,7 +262,11 @@ def load_model(auto_cls, path: str, config, from_scratch: bool = False):
         model = auto_cls.from_config(config)
         model.config._name_or_path = ""  # no base model: the card must not claim one
         return model, {"missing_keys": sorted(model.state_dict()), "unexpected_keys": [], "mismatched_keys": []}
-    model, info = auto_cls.from_pretrained(path, config=config, output_loading_info=True)
+    try:
+        model, info = auto_cls.from_pretrained(path, config=config, output_loading_info=True)
+    except OSError as err:  # no weights file in the folder
+        raise UserError(f"--model_name_or_path {path}: cannot load its weights ({one_line(err)[:300]}); give a "
+                        "folder written by save_pretrained, or pass --from_scratch") from err
     return model, info
 
 
@@ -240,10 +308,3 @@ def train_and_finish(trainer) -> dict:
     """``trainer.train`` (resuming when ``--resume_from_checkpoint`` is set), then :func:`finish`."""
     return finish(trainer, trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint))
 
-
-def run_cli(main) -> None:
-    """Run a recipe's ``main``; bad input (:class:`DataError`) exits with its message, no traceback."""
-    try:
-        main()
-    except DataError as err:
-        raise SystemExit(f"error: {err}") from None

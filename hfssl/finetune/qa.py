@@ -3,7 +3,9 @@
 Rows are ``{"id", "title"?, "context", "question", "answers": {"text": [...], "answer_start": [...]}}`` in
 .jsonl / .json (the official nested SQuAD .json too). A long context becomes several overlapping windows
 (``doc_stride`` tokens shared); a training window that does not contain the answer is labelled with the
-[CLS] position. Predictions take the best span over all windows of an example, mapped back to the context
+[CLS] position. A training question whose answer fits in no window (longer than a window, or across
+every window boundary) would only teach "no answer": it is dropped, counted and named
+(:func:`drop_unfit_questions`); evaluation questions are kept and counted the same way. Predictions take the best span over all windows of an example, mapped back to the context
 text through the tokenizer's character offsets.
 
 transformers 5 removed ``pipeline("question-answering")``; :class:`QuestionAnswerer` does its job with
@@ -23,11 +25,12 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from hfssl.finetune.common import DataError, DataFilesArgs, load_data_file, subsample
+from hfssl.finetune.common import MIN_SEQ_LENGTH, DataError, DataFilesArgs, load_data_file, subsample
 from hfssl.finetune.metrics import Squad
 
 _FIELDS = ("id", "context", "question", "answers")
-_META = ("example_idx", "offset_mapping")  # feature columns the model does not take
+_META = ("example_idx", "offset_mapping", "answer_in_window")  # feature columns the model does not take
+_NAMED = 20  # question ids named in a report of skipped questions
 
 
 @dataclass
@@ -40,10 +43,16 @@ class QAArgs:
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
 
     def __post_init__(self):
-        if self.doc_stride < 0 or self.doc_stride >= self.max_seq_length:
-            raise ValueError(f"doc_stride must be in [0, max_seq_length), got {self.doc_stride}")
-        if self.n_best_size < 1 or self.max_answer_length < 1:
-            raise ValueError("n_best_size and max_answer_length must be at least 1")
+        if self.max_seq_length < MIN_SEQ_LENGTH:
+            raise ValueError(f"--max_seq_length must be at least {MIN_SEQ_LENGTH}, got {self.max_seq_length}")
+        if self.doc_stride < 0:
+            raise ValueError(f"--doc_stride must be at least 0, got {self.doc_stride}")
+        if self.doc_stride >= self.max_seq_length:
+            raise ValueError(f"--doc_stride must be below --max_seq_length ({self.max_seq_length}), got "
+                             f"{self.doc_stride}; lower --doc_stride")
+        for name in ("n_best_size", "max_answer_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
 
 
 def _flatten_squad(data: dict) -> list[dict]:
@@ -67,9 +76,17 @@ def load_squad_file(path) -> datasets.Dataset:
         with open(path, encoding="utf-8") as f:
             first = f.read(4096).lstrip()[:1]
         if first == "{":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise DataError(f"{path}: not valid JSON ({err}); fix the file") from None
             if isinstance(data, dict) and "data" in data:
-                ds = datasets.Dataset.from_list(_flatten_squad(data))
+                try:
+                    rows = _flatten_squad(data)
+                except (AttributeError, TypeError, KeyError) as err:
+                    raise DataError(f"{path}: not in the SQuAD layout ({type(err).__name__}: {err}); expected "
+                                    '{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}') from None
+                ds = datasets.Dataset.from_list(rows)
                 check_squad_rows(ds, path)
                 return ds
     ds = load_data_file(path)
@@ -91,18 +108,23 @@ def check_squad_rows(ds: datasets.Dataset, path) -> None:
     columns = {c: list(ds[c]) for c in _FIELDS}
     for row, (qid, context, question, answers) in enumerate(zip(*columns.values())):
         if qid in (None, ""):
-            raise _row_error(path, row, qid, "has no 'id'")
+            raise _row_error(path, row, qid, "has no 'id'; give every row an id")
         for name, value in (("context", context), ("question", question)):
             if not isinstance(value, str) or not value.strip():
-                raise _row_error(path, row, qid, f"has an empty or missing {name!r}")
+                raise _row_error(path, row, qid, f"has an empty or missing {name!r}; fill it in or remove the row")
         texts, starts = (answers or {}).get("text"), (answers or {}).get("answer_start")
         if not texts or starts is None or len(texts) != len(starts):
             raise _row_error(path, row, qid, "needs 'answers': {'text': [...], 'answer_start': [...]} with one start "
-                             "per text and at least one answer (unanswerable SQuAD v2 questions are not supported)")
+                             "per text and at least one answer (unanswerable SQuAD v2 questions are not supported); add its "
+                             "answer or remove the row")
         for text, start in zip(texts, starts):
-            if not text or start is None or context[start:start + len(text)] != text:
+            if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool):
+                raise _row_error(path, row, qid, f"has answer {text!r} at answer_start {start!r}: expected text and a "
+                                 "character offset (an integer); fix the row")
+            if not text or context[start:start + len(text)] != text:
                 where = context.find(text) if text else -1
-                hint = f"; the text occurs at {where}" if where >= 0 else "; the text is not in the context"
+                hint = (f"; the text occurs at {where}: fix answer_start" if where >= 0
+                        else "; the text is not in the context: fix the answer")
                 raise _row_error(path, row, qid, f"answer {text!r} is not the span at answer_start {start} of its "
                                  f"context (found {context[start:start + len(text or '')]!r}){hint}")
     duplicates = sum(n - 1 for n in Counter(columns["id"]).values() if n > 1)
@@ -148,14 +170,15 @@ def tokenize_qa(examples: dict, indices: list[int], tokenizer, max_length: int, 
     """Batched ``datasets.map`` function: examples -> windows (features) of ``max_length`` tokens.
 
     Each feature keeps ``example_idx`` and ``offset_mapping`` (character spans of context tokens, None
-    elsewhere); with ``answers`` present, ``start_positions`` / ``end_positions`` label the first answer.
+    elsewhere); with ``answers`` present, ``start_positions`` / ``end_positions`` label the first answer and
+    ``answer_in_window`` says whether the window holds it (else both positions are [CLS]).
     """
     enc = tokenizer([q.lstrip() for q in examples["question"]], examples["context"], truncation="only_second",
                     max_length=max_length, stride=stride, return_overflowing_tokens=True,
                     return_offsets_mapping=True, padding="max_length")
     sample_map = enc.pop("overflow_to_sample_mapping")  # feature -> example in this batch
     enc["example_idx"] = [indices[s] for s in sample_map]
-    offsets, starts, ends = [], [], []
+    offsets, starts, ends, inside = [], [], [], []
     for i, s in enumerate(sample_map):
         offsets.append([o if seq == 1 else None for o, seq in zip(enc["offset_mapping"][i], enc.sequence_ids(i))])
         if "answers" in examples:
@@ -165,9 +188,10 @@ def tokenize_qa(examples: dict, indices: list[int], tokenizer, max_length: int, 
             start, end = _label_span(offsets[-1], first, first + len(answers["text"][0]), cls_index)
             starts.append(start)
             ends.append(end)
+            inside.append(start != cls_index)
     enc["offset_mapping"] = offsets
     if "answers" in examples:
-        enc["start_positions"], enc["end_positions"] = starts, ends
+        enc["start_positions"], enc["end_positions"], enc["answer_in_window"] = starts, ends, inside
     return enc
 
 
@@ -175,6 +199,43 @@ def featurize(ds: datasets.Dataset, tokenizer, max_length: int, stride: int) -> 
     """All windows of all examples of ``ds`` (cached by ``datasets``)."""
     return ds.map(tokenize_qa, batched=True, with_indices=True, remove_columns=ds.column_names, desc="windows",
                   fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "stride": stride})
+
+
+def unfit_questions(features: datasets.Dataset, n_examples: int) -> list[int]:
+    """Indices of the examples (0..n_examples-1) whose answer is in none of their windows in ``features``."""
+    example_idx = np.asarray(features["example_idx"], dtype=np.int64)  # (F,)
+    inside = np.asarray(features["answer_in_window"], dtype=bool)  # (F,)
+    found = np.zeros(n_examples, dtype=bool)
+    found[example_idx[inside]] = True
+    return np.flatnonzero(~found).tolist()
+
+
+def _named_ids(examples: datasets.Dataset, rows: list[int]) -> str:
+    ids = [str(examples[i]["id"]) for i in rows[:_NAMED]]
+    return f"ids: {', '.join(ids)}{', ...' if len(rows) > _NAMED else ''}; first {_NAMED} named"
+
+
+def drop_unfit_questions(examples: datasets.Dataset, features: datasets.Dataset, max_length: int, stride: int,
+                         path, split: str = "training") -> tuple[datasets.Dataset, str | None]:
+    """``features`` without the windows of questions whose answer fits in no window, and a report line.
+
+    A training question whose answer does not fit in any window has only [CLS]-labelled windows: they
+    would teach the model "no answer here" while the text holds one. ``split="training"`` drops them
+    (all of them dropped is a :class:`DataError`); any other split keeps them (they are scored as they are)
+    and only reports them. The line is None when every answer fits."""
+    unfit = unfit_questions(features, len(examples))
+    if not unfit:
+        return features, None
+    what = (f"{len(unfit)} of {len(examples)} {split} questions whose answer does not fit in any window of "
+            f"max_seq_length {max_length} ({_named_ids(examples, unfit)})")
+    if split != "training":
+        return features, f"note: {what}; kept and scored as they are (raise --max_seq_length or --doc_stride)"
+    if len(unfit) == len(examples):
+        raise DataError(f"{path}: no training question has an answer that fits in a window of max_seq_length "
+                        f"{max_length} with doc_stride {stride} ({_named_ids(examples, unfit)}); raise "
+                        "--max_seq_length (up to the model's limit) or --doc_stride, or give shorter answers")
+    keep = np.flatnonzero(~np.isin(np.asarray(features["example_idx"]), unfit))
+    return features.select(keep), f"skipped {what}; raise --max_seq_length or --doc_stride to train on them"
 
 
 def best_spans(start_logits, end_logits, offsets: list, max_answer_length: int, n_best: int) -> list:

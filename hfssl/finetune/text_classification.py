@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import datasets
 
 from hfssl.finetune.common import (
+    MIN_SEQ_LENGTH,
     DataError,
     DataFilesArgs,
     check_known_labels,
@@ -32,6 +33,18 @@ class TextClassificationArgs:
     label_column: str = field(default="label", metadata={"help": "Column with the class label (text or integer)."})
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated to this many tokens."})
 
+    def __post_init__(self):
+        if self.max_seq_length < MIN_SEQ_LENGTH:
+            raise ValueError(f"--max_seq_length must be at least {MIN_SEQ_LENGTH}, got {self.max_seq_length}")
+        for flag in ("text_column", "label_column"):
+            if not getattr(self, flag):
+                raise ValueError(f"--{flag} must name a column, got an empty string")
+        if self.text_pair_column is not None and self.text_pair_column in (self.text_column, self.label_column, ""):
+            raise ValueError(f"--text_pair_column {self.text_pair_column!r} must name a second text column, other "
+                             "than --text_column and --label_column")
+        if self.label_column == self.text_column:
+            raise ValueError(f"--label_column and --text_column are both {self.text_column!r}; name two columns")
+
 
 def _label_str(value) -> str:
     """A label as its name: 1, 1.0 (CSV) and "1" are all "1"."""
@@ -52,7 +65,8 @@ def load_classification_data(files: DataFilesArgs, task: TextClassificationArgs,
     train, train_labels = _load_classification_file(files.train_file, task)
     labels = label_names(train_labels)
     if len(labels) < 2:
-        raise DataError(f"{files.train_file}: every row has the label {labels[0]!r}; classification needs at least two")
+        raise DataError(f"{files.train_file}: every row has the label {labels[0]!r} (column {task.label_column!r}); "
+                        "classification needs at least two classes: add rows of another class")
     if files.validation_file:
         validation, values = _load_classification_file(files.validation_file, task)
         check_known_labels(values, labels, files.validation_file, task.label_column)

@@ -50,8 +50,11 @@ class SSLArgs:
             raise ValueError(f"temperature={self.temperature} must be > 0")
         if not 0 <= self.momentum <= self.momentum_final <= 1:
             raise ValueError(f"need 0 <= momentum <= momentum_final <= 1, got {self.momentum}, {self.momentum_final}")
-        if self.queue_size < 1 or self.bn_splits < 1:
-            raise ValueError("queue_size and bn_splits must be >= 1")
+        for name in ("queue_size", "bn_splits", "proj_hidden_dim", "proj_dim", "proj_layers", "pred_hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not self.collapse_threshold >= 0:
+            raise ValueError(f"--collapse_threshold must be >= 0, got {self.collapse_threshold}")
 
 
 @dataclass

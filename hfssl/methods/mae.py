@@ -74,8 +74,13 @@ class MAEArgs:
             raise ValueError(f"preset={self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
         if not 0 <= self.mask_ratio < 1:
             raise ValueError(f"mask_ratio={self.mask_ratio} must be in [0, 1)")
-        if self.patch_size < 1 or self.base_learning_rate < 0:
-            raise ValueError("patch_size must be positive and base_learning_rate non-negative")
+        if self.patch_size < 1:
+            raise ValueError(f"--patch_size must be at least 1, got {self.patch_size}")
+        if not self.base_learning_rate >= 0:
+            raise ValueError(f"--base_learning_rate must be >= 0 (0: use --learning_rate), got {self.base_learning_rate}")
+        for name in ("decoder_hidden_size", "decoder_num_hidden_layers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1 (or unset for the preset's), got {getattr(self, name)}")
 
 
 def mae_config(args: MAEArgs, image_size: int) -> ViTMAEConfig:

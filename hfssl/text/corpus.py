@@ -25,6 +25,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
+from hfssl.errors import UserError
 from hfssl.text.readers import TEXT_SUFFIXES, check_text_file, generate_documents
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,25 @@ class CorpusArgs:
                                                                      "blank line between documents."})
     num_proc: int | None = field(default=None, metadata={"help": "Processes for sentence splitting."})
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder (default: HF cache)."})
+
+    def __post_init__(self):
+        if not self.text_field:
+            raise ValueError("--text_field must name a field, got an empty string")
+        if self.num_proc is not None and self.num_proc < 1:
+            raise ValueError(f"--num_proc must be at least 1 (or unset), got {self.num_proc}")
+        check_separator(self.document_separator, self.sentence_per_line)
+
+
+def check_separator(document_separator: str | None, sentence_per_line: bool) -> None:
+    """``document_separator`` must be a valid regex, and not combined with ``sentence_per_line``."""
+    if sentence_per_line and document_separator:
+        raise UserError("--sentence_per_line and --document_separator both cut the text into documents; use "
+                        "either --sentence_per_line (blank lines separate documents) or --document_separator")
+    try:
+        re.compile(document_separator or "")  # a bad regex fails here, not inside a worker
+    except re.error as e:
+        raise UserError(f"--document_separator {document_separator!r} is not a valid regex ({e}); fix the "
+                        "pattern") from None
 
 
 @dataclass
@@ -97,8 +117,8 @@ def _expand(path: Path, explicit: bool) -> list[Path]:
     if _is_saved_dataset(path) or (path.is_file() and path.name.lower().endswith(SUFFIXES)):
         return [path]
     if path.is_file() and explicit:
-        raise ValueError(f"{path}: unsupported file type; hfssl reads {', '.join(SUFFIXES)} files "
-                         "and datasets save_to_disk folders")
+        raise UserError(f"{path}: unsupported file type; hfssl reads {', '.join(SUFFIXES)} files "
+                        "and datasets save_to_disk folders: convert it or remove it from --corpus")
     if path.is_file():
         logger.warning("skipping %s: unsupported file type", path)
         return []
@@ -109,23 +129,23 @@ def resolve_paths(corpus: str | Path | Sequence[str | Path]) -> list[Path]:
     """Files, folders (recursive, supported suffixes) and globs -> absolute paths in a stable order."""
     items = [corpus] if isinstance(corpus, str | Path) else list(corpus)
     if not items:
-        raise ValueError("no corpus given: pass a file, a folder or a glob")
+        raise UserError("no corpus given, --corpus: pass a file, a folder or a glob")
     out: list[Path] = []
     for item in items:
         text = str(Path(item).expanduser())
         if any(c in text for c in "*?[") and not Path(text).exists():
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
-                raise FileNotFoundError(f"no file matches the pattern {text}")
+                raise FileNotFoundError(f"no file matches the pattern {text}; check --corpus")
             for m in matches:
                 out.extend(_expand(Path(m).absolute(), explicit=False))
         elif not Path(text).exists():
-            raise FileNotFoundError(f"corpus path not found: {text}")
+            raise FileNotFoundError(f"corpus path not found: {text}; check --corpus")
         else:
             out.extend(_expand(Path(text).absolute(), explicit=True))
     if not out:
         raise FileNotFoundError(f"no {', '.join(SUFFIXES)} file or save_to_disk folder found in "
-                                f"{', '.join(map(str, items))}")
+                                f"{', '.join(map(str, items))}; point --corpus at your text files")
     return out
 
 
@@ -177,7 +197,8 @@ def _read_raw(files: list[list], text_field, separator, sentence_per_line, cache
                         "sentence_per_line": sentence_per_line},
         )
     except datasets.exceptions.DatasetGenerationError as e:
-        if isinstance(e.__cause__, ValueError | OSError):  # our message names the file: show it plainly
+        # The readers' errors (UserError, a ValueError) name the file and the line: show them plainly.
+        if isinstance(e.__cause__, ValueError | OSError):
             raise e.__cause__ from None
         raise
 
@@ -186,12 +207,7 @@ def load_documents(corpus, *, text_field: str = "text", document_separator: str 
                    sentence_per_line: bool = False, cache_dir: str | None = None,
                    num_proc: int | None = None) -> tuple[datasets.Dataset, CorpusReport]:
     """Read a corpus into a Dataset with one row per non-empty document and a ``sentences`` column."""
-    if sentence_per_line and document_separator:
-        raise ValueError("use either sentence_per_line (blank lines separate documents) or document_separator")
-    try:
-        re.compile(document_separator or "")  # a bad regex fails here, not inside a worker
-    except re.error as e:
-        raise ValueError(f"document_separator {document_separator!r} is not a valid regex: {e}") from None
+    check_separator(document_separator, sentence_per_line)
     paths = resolve_paths(corpus)
     for p in paths:
         if p.name.lower().endswith(TEXT_SUFFIXES):
@@ -210,8 +226,9 @@ def load_documents(corpus, *, text_field: str = "text", document_separator: str 
                           sentences=int(lengths.sum()), files_with_replaced_bytes=sorted(bad),
                           empty_documents=int((lengths == 0).sum()))
     if report.documents == 0:
-        raise ValueError(f"no text found in corpus {', '.join(map(str, paths))} "
-                         f"({report.empty_documents} empty documents)")
+        named = ", ".join(map(str, paths[:5])) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        raise UserError(f"no text found in corpus {named} ({report.empty_documents} empty documents); check "
+                        "--corpus (and --text_field / --document_separator)")
     if bad:
         logger.warning("undecodable UTF-8 bytes replaced by U+FFFD in: %s", ", ".join(bad))
     ds = ds.remove_columns(["source", "replaced"])

@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value
 from datasets.fingerprint import Hasher
 
+from hfssl.errors import UserError
 from hfssl.text.encode import CACHE_VERSION, TokenCorpus, flat_corpus, resolve_num_proc, tokenize_documents
 
 BLOCK_DOCS = 256  # documents per random stream; part of the result (like the seed), not a tuning knob
@@ -67,14 +68,15 @@ class NSPArgs:
     )
 
     def __post_init__(self):
-        if self.max_seq_length < (5 if self.nsp else 3):
-            raise ValueError(f"max_seq_length={self.max_seq_length} leaves no room for the segments and "
-                             f"[CLS]/[SEP]; use at least {5 if self.nsp else 3}")
+        least = 5 if self.nsp else 3  # [CLS] A [SEP] B [SEP] / [CLS] x [SEP], one token per segment
+        if self.max_seq_length < least:
+            raise ValueError(f"--max_seq_length must be at least {least} (room for [CLS], [SEP] and the "
+                             f"segment{'s' if self.nsp else ''}), got {self.max_seq_length}")
         for name in ("short_seq_prob", "random_next_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}={getattr(self, name)} must be a probability in [0, 1]")
+                raise ValueError(f"--{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.preprocessing_num_proc is not None and self.preprocessing_num_proc < 1:
-            raise ValueError(f"preprocessing_num_proc={self.preprocessing_num_proc} must be >= 1 or None")
+            raise ValueError(f"--preprocessing_num_proc must be at least 1 (or unset), got {self.preprocessing_num_proc}")
 
 
 # ------------------------------------------------------------------------------- the algorithm
@@ -211,20 +213,23 @@ def _features(nsp: bool) -> Features:
 
 def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_length: int = 128,
                     short_seq_prob: float = 0.1, nsp: bool = True, random_next_prob: float = 0.5,
-                    seed: int = 0, epoch: int = 0, num_proc: int | None = None) -> Dataset:
+                    seed: int = 0, epoch: int = 0, num_proc: int | None = None, name: str = "corpus") -> Dataset:
     """Instances of one epoch: ``input_ids`` and ``token_type_ids`` (unpadded), ``next_sentence_label``
     (``nsp=True`` only). Deterministic for ``(seed, epoch)`` whatever ``num_proc``; cached beside the
-    tokenized corpus when it lives in files (a second call reads the cache)."""
+    tokenized corpus when it lives in files (a second call reads the cache). ``name`` says in errors which
+    documents these are ("training split", "held-out split"); it is not part of the result."""
     NSPArgs(max_seq_length, short_seq_prob, nsp, random_next_prob)  # validates
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed={seed} and epoch={epoch} must be >= 0")
     corpus = flat_corpus(tokenized)  # validates 'tokens' here, in the main process
     if not len(corpus.docs):
-        raise ValueError(f"no tokens in any of the {len(tokenized)} documents: nothing to build instances from")
+        raise UserError(f"no tokens in any of the {len(tokenized)} documents of the {name}: nothing to build "
+                        "instances from; check --corpus (and --text_field)")
     if nsp and len(corpus.docs) < 2:
-        raise ValueError(f"NSP needs at least 2 non-empty documents for random next sentences, got "
-                         f"{len(corpus.docs)}; split the corpus into documents (document_separator) or "
-                         f"use nsp=False")
+        raise UserError(f"NSP needs at least 2 non-empty documents (a random next sentence comes from another "
+                        f"document), but the {name} has {len(corpus.docs)}; give more documents (more files, or "
+                        "--document_separator to cut them), change --eval_fraction (0: no held-out split) so each "
+                        "split gets 2, or pass --nsp false")
     n = len(tokenized)
     starts = list(range(0, n, BLOCK_DOCS))
     blocks = Dataset.from_dict({"start": starts, "stop": [min(s + BLOCK_DOCS, n) for s in starts]})
@@ -270,23 +275,28 @@ class InstanceBuilder:
     """Tokenized documents + :class:`NSPArgs` for the training loop: ``for_epoch(epoch)`` builds (or
     reads from cache) that epoch's instances, ``stats(ds)`` reports them."""
 
-    def __init__(self, tokenized: Dataset, args: NSPArgs, *, cls_id: int, sep_id: int, seed: int = 0):
+    def __init__(self, tokenized: Dataset, args: NSPArgs, *, cls_id: int, sep_id: int, seed: int = 0,
+                 name: str = "corpus"):
         self.tokenized, self.args, self.cls_id, self.sep_id, self.seed = tokenized, args, cls_id, sep_id, seed
+        self.name = name  # which documents, for error messages: "corpus", "training split", "held-out split"
 
     @classmethod
-    def from_documents(cls, documents: Dataset, tokenizer, args: NSPArgs, *, seed: int = 0) -> InstanceBuilder:
+    def from_documents(cls, documents: Dataset, tokenizer, args: NSPArgs, *, seed: int = 0,
+                       name: str = "corpus") -> InstanceBuilder:
         """Tokenize ``documents`` (column ``sentences``) and take ``[CLS]``/``[SEP]`` from the tokenizer."""
         if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
-            raise ValueError("the tokenizer has no [CLS]/[SEP] token; NSP instances need both")
+            raise UserError("the tokenizer has no [CLS]/[SEP] token; NSP instances need both: give "
+                            "--tokenizer_name_or_path a BERT-style tokenizer, or leave it unset to train one")
         tokenized = tokenize_documents(documents, tokenizer, num_proc=args.preprocessing_num_proc)
-        return cls(tokenized, args, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, seed=seed)
+        return cls(tokenized, args, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, seed=seed,
+                   name=name)
 
     def for_epoch(self, epoch: int) -> Dataset:
         a = self.args
         return build_instances(self.tokenized, cls_id=self.cls_id, sep_id=self.sep_id,
                                max_seq_length=a.max_seq_length, short_seq_prob=a.short_seq_prob, nsp=a.nsp,
                                random_next_prob=a.random_next_prob, seed=self.seed, epoch=epoch,
-                               num_proc=a.preprocessing_num_proc)
+                               num_proc=a.preprocessing_num_proc, name=self.name)
 
     def stats(self, instances: Dataset) -> dict:
         return instance_stats(instances, self.args.max_seq_length)

@@ -1,5 +1,10 @@
 """Per-format readers behind :func:`hfssl.text.corpus.load_documents`: each yields
-``(document text, file had undecodable bytes)`` rows, errors naming the file."""
+``(document text, file had undecodable bytes)`` rows, errors naming the file.
+
+A file that cannot be read (a truncated or corrupt ``.gz``, a damaged ``.parquet``, an unreadable
+save_to_disk folder, a disk error) is a :class:`~hfssl.errors.UserError` that names it, raised from
+inside the ``datasets`` generator so that it never surfaces as a bare ``EOFError`` wrapped in a
+``DatasetGenerationError``."""
 
 from __future__ import annotations
 
@@ -7,14 +12,29 @@ import gzip
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterator
 
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hfssl.errors import UserError
+
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
 _WHOLE_FILE_BYTES = 64 * 2**20  # on disk; larger files are read line by line
+# What a damaged or unreadable file raises while it is read: gzip's EOFError ("Compressed file ended
+# before the end-of-stream marker was reached"), zlib.error (corrupt deflate data), gzip.BadGzipFile and
+# other OSErrors, pyarrow's errors for a broken .parquet / Arrow file, a JSONDecodeError for a
+# save_to_disk folder whose metadata is damaged.
+READ_ERRORS = (EOFError, OSError, zlib.error, pa.ArrowException, json.JSONDecodeError)
+
+
+def unreadable(path: str, err: BaseException) -> UserError:
+    """The one-line error for a corpus file that cannot be read: what happened, the file, what to do."""
+    reason = " ".join(str(err).split()) or type(err).__name__
+    return UserError(f"{path}: cannot be read ({type(err).__name__}: {reason}); the file is damaged, truncated or "
+                     "unreadable: re-create or re-download it, or remove it from --corpus")
 
 
 def _open_bytes(path: str):
@@ -26,11 +46,12 @@ def check_text_file(path: str) -> None:
     try:
         with _open_bytes(path) as f:
             head = f.read(8192)
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot be read ({e})") from None
+    except READ_ERRORS as e:
+        raise unreadable(path, e) from None
     if b"\x00" in head:
-        raise ValueError(f"{path} looks like a binary file (NUL bytes in its first 8 KB); hfssl reads UTF-8 "
-                         f"text ({', '.join(TEXT_SUFFIXES)}), .parquet and save_to_disk folders")
+        raise UserError(f"{path} looks like a binary file (NUL bytes in its first 8 KB); hfssl reads UTF-8 "
+                        f"text ({', '.join(TEXT_SUFFIXES)}), .parquet and save_to_disk folders: remove it from "
+                        "--corpus or convert it to text")
 
 
 def _decoded_lines(path: str) -> Iterator[tuple[str, bool]]:
@@ -90,13 +111,15 @@ def _jsonl_documents(path: str, text_field: str) -> Iterator[tuple[str, bool]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({e}); a .jsonl file holds one object per line") from None
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e}); a .jsonl file holds one object per line: fix "
+                            "or remove that line") from None
         if not isinstance(record, dict) or text_field not in record:
             keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise ValueError(f"{path}:{lineno}: no field {text_field!r} (found {keys}); set text_field")
+            raise UserError(f"{path}:{lineno}: no field {text_field!r} (found {keys}); set --text_field")
         text = record[text_field] or ""
         if not isinstance(text, str):
-            raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, expected text")
+            raise UserError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, expected text; fix that "
+                            "line or set --text_field")
         replaced |= bad
         yield text, replaced
 
@@ -109,28 +132,43 @@ def _column_documents(path: str, text_field: str) -> Iterator[tuple[str, bool]]:
     else:
         ds = datasets.load_from_disk(path)
         if isinstance(ds, datasets.DatasetDict):
-            raise ValueError(f"{path} holds a DatasetDict (splits {list(ds)}); point the corpus at one split")
+            raise UserError(f"{path} holds a DatasetDict (splits {list(ds)}); point --corpus at one split's folder")
         schema = ds.data.schema
         batches = lambda: ds.with_format("arrow").iter(batch_size=1000)  # noqa: E731
     if text_field not in schema.names:
-        raise ValueError(f"{path}: no column {text_field!r} (columns: {schema.names}); set text_field")
+        raise UserError(f"{path}: no column {text_field!r} (columns: {schema.names}); set --text_field")
     kind = schema.field(text_field).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
-        raise ValueError(f"{path}: column {text_field!r} has type {kind}, expected text")
+        raise UserError(f"{path}: column {text_field!r} has type {kind}, expected text; set --text_field to a text column")
     for batch in batches():
         for value in batch.column(text_field).to_pylist():
             yield (value or ""), False
 
 
+def _file_documents(path: str, text_field: str, separator: str | None,
+                    sentence_per_line: bool) -> Iterator[tuple[str, bool]]:
+    name = path.lower()
+    if name.endswith((".txt", ".txt.gz")):
+        return _txt_documents(path, separator, sentence_per_line)
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return _jsonl_documents(path, text_field)
+    return _column_documents(path, text_field)
+
+
 def generate_documents(files: list, text_field: str, separator: str | None, sentence_per_line: bool):
-    """``Dataset.from_generator`` body. ``files`` holds [path, size, mtime_ns] so edits bust the cache."""
+    """``Dataset.from_generator`` body. ``files`` holds [path, size, mtime_ns] so edits bust the cache.
+
+    A read failure of one file becomes a :class:`UserError` naming that file (see :func:`unreadable`);
+    errors that already name it (bad JSON, a missing field) pass through unchanged."""
     for path, _size, _mtime in files:
-        name = path.lower()
-        if name.endswith((".txt", ".txt.gz")):
-            rows = _txt_documents(path, separator, sentence_per_line)
-        elif name.endswith((".jsonl", ".jsonl.gz")):
-            rows = _jsonl_documents(path, text_field)
-        else:
-            rows = _column_documents(path, text_field)
-        for text, replaced in rows:
+        rows = _file_documents(path, text_field, separator, sentence_per_line)
+        while True:
+            try:
+                text, replaced = next(rows)
+            except StopIteration:
+                break
+            except UserError:
+                raise
+            except READ_ERRORS as e:
+                raise unreadable(path, e) from e
             yield {"text": text, "source": path, "replaced": replaced}

@@ -8,6 +8,9 @@ The trained pipeline is the original BERT one: BertNormalizer, BertPreTokenizer,
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,8 @@ import pyarrow.compute as pc
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
+
+from hfssl.errors import UserError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
 
@@ -35,9 +40,14 @@ class TokenizerArgs:
 
     def __post_init__(self):
         if self.vocab_size <= len(SPECIAL_TOKENS):
-            raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {self.vocab_size}")
+            raise ValueError(f"--vocab_size must be above the {len(SPECIAL_TOKENS)} special tokens "
+                             f"({' '.join(SPECIAL_TOKENS)}), got {self.vocab_size}; e.g. 8192")
+        if self.min_frequency < 1:
+            raise ValueError(f"--min_frequency must be at least 1, got {self.min_frequency}")
         if self.model_max_length < 2:
-            raise ValueError(f"model_max_length must be at least 2 ([CLS] and [SEP]), got {self.model_max_length}")
+            raise ValueError(f"--model_max_length must be at least 2 ([CLS] and [SEP]), got {self.model_max_length}")
+        if self.tokenizer_name_or_path is not None and not self.tokenizer_name_or_path.strip():
+            raise ValueError("--tokenizer_name_or_path is an empty string; give a tokenizer folder or leave it unset")
 
 
 def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -98,7 +108,7 @@ def train_wordpiece(texts: Iterable[str] | datasets.Dataset, *, vocab_size: int 
                     min_frequency: int = 2, model_max_length: int = 128, batch_size: int = 1000,
                     show_progress: bool = True) -> PreTrainedTokenizerBase:
     """Train a WordPiece vocabulary on sentences (a Dataset with a ``sentences`` column, or strings)."""
-    TokenizerArgs(vocab_size=vocab_size, model_max_length=model_max_length)  # validates the numbers
+    TokenizerArgs(vocab_size=vocab_size, min_frequency=min_frequency, model_max_length=model_max_length)  # validates
     if isinstance(texts, datasets.Dataset):
         stream, total = _dataset_texts(texts, batch_size)
     else:
@@ -109,36 +119,81 @@ def train_wordpiece(texts: Iterable[str] | datasets.Dataset, *, vocab_size: int 
         continuing_subword_prefix="##", limit_alphabet=1000, show_progress=show_progress)
     tokenizer.train_from_iterator(_chunks(stream, batch_size), trainer=trainer, length=total)
     if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS):
-        raise ValueError("the tokenizer learned no vocabulary: the training text is empty")
+        raise UserError("the tokenizer learned no vocabulary: the training text is empty; check --corpus")
     return wrap_bert_tokenizer(tokenizer, lowercase, model_max_length)
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> Path:
-    """``save_pretrained`` plus a ``vocab.txt`` (one token per line, in id order)."""
+    """``save_pretrained`` plus a ``vocab.txt`` (one token per line, in id order), into ``folder`` (which may
+    hold a model already). A ``vocab.txt`` left there by another tokenizer is replaced, never kept."""
     from hfssl.hub import write_vocab_txt
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(folder)
+    (folder / "vocab.txt").unlink(missing_ok=True)  # write_vocab_txt keeps an existing one
     write_vocab_txt(tokenizer, folder)
     if not (folder / "vocab.txt").is_file():
         raise ValueError(f"could not write {folder / 'vocab.txt'}: not a WordPiece tokenizer with consecutive ids")
     return folder
 
 
+def publish_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: str | Path, *, overwrite: bool = False) -> Path:
+    """:func:`save_tokenizer` into a fresh folder that holds the new tokenizer and nothing else.
+
+    Everything is written to ``.{name}.tmp-XXXX`` beside ``folder`` and swapped into place only when
+    complete (the way :func:`hfssl.hub.save_model_folder` publishes a model): an interrupted run leaves the
+    old folder as it was, and an overwritten folder keeps no file of the old tokenizer (a stale
+    ``vocab.txt`` would disagree with ``tokenizer.json``). A non-empty ``folder`` is replaced only with
+    ``overwrite=True``."""
+    target = Path(folder).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"cannot save the tokenizer to {target}: it exists and is not a folder; "
+                                 "choose another output folder")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(f"{target} already exists and is not empty; pass overwrite=True to replace it, "
+                              "or choose another folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        save_tokenizer(tokenizer, tmp)
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished ``tmp`` to ``target``; an old ``target`` is moved aside first and deleted after
+    (put back if the rename fails)."""
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def load_tokenizer(folder: str | Path, model_max_length: int | None = None) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained`` on a local folder, with a clear error when it is not one."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"tokenizer folder not found: {folder}")
+        raise FileNotFoundError(f"tokenizer folder not found: {folder}; check --tokenizer_name_or_path")
     if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-        raise ValueError(f"{folder} holds no tokenizer (no tokenizer.json, tokenizer_config.json or vocab.txt); "
-                         "train one with recipes/train_tokenizer.py")
+        raise UserError(f"{folder} holds no tokenizer (no tokenizer.json, tokenizer_config.json or vocab.txt), "
+                        "--tokenizer_name_or_path; train one with recipes/train_tokenizer.py")
     kwargs = {} if model_max_length is None else {"model_max_length": model_max_length}
     tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
     if tokenizer.model_max_length > 1_000_000:
-        raise ValueError(f"{folder}: model_max_length is unset ({tokenizer.model_max_length}); "
-                         "pass model_max_length")
+        raise UserError(f"{folder}: model_max_length is unset ({tokenizer.model_max_length}); "
+                        "pass model_max_length")
     return tokenizer
 
 

@@ -57,7 +57,10 @@ class ImageDataArgs:
 
     def __post_init__(self):
         if self.image_size is not None and self.image_size < 4:
-            raise ValueError(f"image_size={self.image_size} is too small")
+            raise ValueError(f"--image_size {self.image_size} is too small, use 4 pixels or more")
+        for name in ("max_train_images", "num_proc"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1 (or unset), got {getattr(self, name)}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction={self.eval_fraction} must be in [0, 1)")
         if self.normalize not in ("dataset", "imagenet"):

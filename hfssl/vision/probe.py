@@ -33,6 +33,11 @@ class MonitorArgs:
     linear_probe: bool = field(default=True, metadata={"help": "Fit a linear probe on frozen features at the end."})
     probe_max_images: int = field(default=60_000, metadata={"help": "Training images used by the final probe."})
 
+    def __post_init__(self):
+        for name in ("knn_k", "knn_bank_size", "probe_max_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+
 
 @torch.no_grad()
 def extract_features(backbone, ds: datasets.Dataset, mean, std, batch_size: int = 256, device=None,
