@@ -65,9 +65,10 @@ def main(argv=None):
             min_frequency=tok_args.min_frequency, model_max_length=nsp_args.max_seq_length)
         if accelerator.is_main_process and not saved_tokenizer.is_dir():
             save_tokenizer(tokenizer, saved_tokenizer)
-        train_pairs = InstanceBuilder.from_documents(split["train"], tokenizer, nsp_args, seed=train_args.seed)
+        train_pairs = InstanceBuilder.from_documents(split["train"], tokenizer, nsp_args, seed=train_args.seed,
+                                                     name="training split" if split["test"] else "corpus")
         eval_instances = split["test"] and InstanceBuilder.from_documents(
-            split["test"], tokenizer, nsp_args, seed=train_args.seed + 1).for_epoch(0)
+            split["test"], tokenizer, nsp_args, seed=train_args.seed + 1, name="held-out split").for_epoch(0)
         accelerator.print(f"train: {format_stats(train_pairs.stats(train_pairs.for_epoch(0)))}; "
                           f"{train_pairs.corpus_stats()}")
     if eval_instances is not None:

@@ -6,9 +6,11 @@ that existed before is untouched."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +42,36 @@ def assert_user_error(proc: subprocess.CompletedProcess, *culprits: str) -> str:
     for culprit in culprits:
         assert culprit in last, f"{culprit!r} not named in: {last}"
     return last
+
+
+_RECIPES: dict[str, object] = {}
+
+
+def _recipe(script: str):
+    """recipes/<script> imported once as a module (recipes are scripts, not a package)."""
+    if script not in _RECIPES:
+        name = f"bad_inputs_{Path(script).stem}"
+        spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        _RECIPES[script] = module
+    return _RECIPES[script]
+
+
+def run_in_process(script: str, args: list, capsys) -> subprocess.CompletedProcess:
+    """``run_cli(main, args)`` here, as the script's ``__main__`` block runs it; the exit code and the
+    captured output come back as a CompletedProcess for :func:`assert_user_error`."""
+    from hfssl.errors import run_cli
+
+    capsys.readouterr()
+    code = 0
+    try:
+        run_cli(_recipe(script).main, [str(a) for a in args])
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    except BaseException:  # noqa: BLE001 (a traceback is what the check must report)
+        traceback.print_exc()
+        code = 1
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([script, *args], code, out.out, out.err)

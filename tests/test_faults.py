@@ -111,24 +111,23 @@ def test_killed_at_random_points_many_times(straight, tmp_path):
     same_weights(straight, victim)
 
 
-@pytest.mark.parametrize("damage", ["truncate model.safetensors", "delete optimizer.bin", "garble trainer_state.json"])
-def test_damaged_newest_checkpoint_is_reported_and_the_previous_one_used(straight, tmp_path, damage):
+def test_damaged_newest_checkpoints_are_reported_and_the_previous_one_used(straight, tmp_path):
+    """The three newest checkpoints damaged three ways (a truncated model file, a missing optimizer file, a cut
+    trainer_state.json): each is named and set aside, step-10 is used, and the weights still end identical."""
     victim = tmp_path / "victim"
-    toy(victim, *TOY, "--save_total_limit", "3")
-    newest = latest_checkpoint(victim)
-    assert newest.name == "step-16"
-    if damage.startswith("truncate"):
-        data = (newest / "model.safetensors").read_bytes()
-        (newest / "model.safetensors").write_bytes(data[: len(data) // 3])
-    elif damage.startswith("delete"):
-        (newest / "optimizer.bin").unlink()
-    else:
-        (newest / "trainer_state.json").write_text('{"step": 1')
+    toy(victim, *TOY, "--save_total_limit", "4")
+    step = {p.name: p for p in complete_checkpoints(victim)}
+    data = (step["step-16"] / "model.safetensors").read_bytes()
+    (step["step-16"] / "model.safetensors").write_bytes(data[: len(data) // 3])
+    (step["step-14"] / "optimizer.bin").unlink()
+    (step["step-12"] / "trainer_state.json").write_text('{"step": 1')
     (victim / "final.safetensors").unlink()
-    out = toy(victim, *TOY, "--save_total_limit", "3", "--resume")
+    out = toy(victim, *TOY, "--save_total_limit", "4", "--resume")
     log = out.stdout + out.stderr
-    assert f"checkpoint {newest} is damaged" in log and "resumed from" in log and "step-14" in log
-    assert (victim / "checkpoints" / "damaged-step-16").is_dir()  # kept for inspection, never chosen again
+    for name in ("step-16", "step-14", "step-12"):
+        assert f"checkpoint {step[name]} is damaged" in log
+        assert (victim / "checkpoints" / f"damaged-{name}").is_dir()  # kept for inspection, never chosen again
+    assert f"resumed from {step['step-10']} at step 10" in log
     same_weights(straight, victim)
 
 
