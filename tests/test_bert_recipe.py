@@ -181,3 +181,11 @@ def test_resume_from_a_checkpoint_reaches_the_same_model(corpus, tmp_path):
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+    # a resume with another model size or sequence length is refused before any data work, naming both
+    from bad_inputs import assert_user_error, snapshot
+
+    before = snapshot(out)
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes/bert_mlm.py"), *args, "--resume", "--preset", "mini",
+                           "--max_seq_length", "48"], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert_user_error(proc, "step-6", "preset 'tiny' -> 'mini'", "max_seq_length 64 -> 48")
+    assert "corpus:" not in proc.stdout and snapshot(out) == before  # refused before the corpus was read
