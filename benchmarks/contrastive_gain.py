@@ -8,8 +8,19 @@
 3. Evaluation (hfssl.vision.probe): weighted cosine kNN (k=20, T=0.07, the 60,000 training features as
    the bank) and a logistic-regression linear probe (L2 picked on a held-out tenth of the training set),
    both scored on the 10,000 test images.
+4. With ``--transfer GLYPHS.npz`` (benchmarks/make_glyphs.py: letters in fonts, a domain no recipe saw):
+   each method's exported folder is read as a user would, ``AutoImageProcessor`` + ``AutoModel``, and the
+   processor's pixels of the glyph images (resized straight to the backbone's input size, normalised with
+   the pretraining statistics) go through the plain model (``features()``: channels-last, no further
+   resizing); the same pixels through ``--random_seeds`` random inits of the same architecture give the
+   baseline (mean +- sd). kNN bank / probe training set: the glyph training split; scored: its test split.
+   ``--pretrained NAME=FOLDER`` evaluates existing exported folders instead of pretraining;
+   ``--transfer_only`` skips the in-domain part.
 
     python benchmarks/contrastive_gain.py --threads 2 --methods simclr moco byol --recipe_args --max_steps 800
+    python benchmarks/make_glyphs.py --out /tmp/glyphs.npz
+    python benchmarks/contrastive_gain.py --threads 1 --transfer /tmp/glyphs.npz --transfer_only \
+        --pretrained simclr=runs/simclr_tiny/model moco=runs/moco_tiny/model byol=runs/byol_tiny/model
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -27,8 +39,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hfssl.vision.backbones import BackboneArgs, build_backbone  # noqa: E402
-from hfssl.vision.data import PIXELS, ImageDataArgs, load_images, pixels_from_bytes  # noqa: E402
+from hfssl.vision.backbones import BackboneArgs, build_backbone, features  # noqa: E402
+from hfssl.vision.data import PIXELS, ImageData, ImageDataArgs, load_images, pixels_from_bytes  # noqa: E402
 from hfssl.vision.probe import evaluate_features, extract_features  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "images" / "fashion-mnist"
@@ -48,6 +60,69 @@ def row(name: str, scores: dict, minutes: float | None = None) -> dict:
     return r
 
 
+def processor_pixels(processor, ds) -> torch.Tensor:
+    """``(N, 3, S, S)`` float pixel values of every image of ``ds``, made by the exported image processor."""
+    from PIL import Image
+
+    out = []
+    for start in range(0, len(ds), 1000):
+        chunk = pixels_from_bytes(ds[start:start + 1000][PIXELS]).permute(0, 2, 3, 1).numpy()  # (B, S, S, 3) uint8
+        out.append(processor([Image.fromarray(a) for a in chunk], return_tensors="pt")["pixel_values"])
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def pixel_features(model, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    return torch.cat([features(model, pixels[i:i + batch_size]).float() for i in range(0, len(pixels), batch_size)])
+
+
+def transfer(folders: dict[str, Path], glyphs: ImageData, args) -> list[dict]:
+    """Frozen kNN / probe on the glyph set: each exported folder (processor + AutoModel) and random inits."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    classes, train_y, test_y = len(glyphs.label_names), torch.as_tensor(glyphs.train["label"]), torch.as_tensor(glyphs.eval["label"])
+    cache, rows = {}, []
+
+    def score(model, processor) -> dict:
+        key = processor.to_json_string()
+        if key not in cache:  # the same processor settings give the same pixels: make them once
+            cache[key] = [processor_pixels(processor, ds) for ds in (glyphs.train, glyphs.eval)]
+        tx, vx = (pixel_features(model, x) for x in cache[key])
+        return evaluate_features(tx, train_y, vx, test_y, classes)
+
+    processor = sizes = None
+    for name, folder in folders.items():
+        processor, model = AutoImageProcessor.from_pretrained(folder), AutoModel.from_pretrained(folder)
+        sizes = model.config.hidden_sizes
+        rows.append({"features": name, **score(model, processor)})
+        print(f"transfer {name:10s} kNN {100 * rows[-1]['knn_accuracy']:.2f}  probe {100 * rows[-1]['linear_probe_accuracy']:.2f}", flush=True)
+    if processor is None:
+        raise SystemExit("--transfer needs pretrained folders: --methods or --pretrained")
+    randoms = []
+    for seed in args.random_seeds:  # the same pixels (the last folder's processor) through untrained backbones
+        torch.manual_seed(seed)
+        model = build_backbone(BackboneArgs(backbone="resnet", preset=args.preset,
+                                            small_image_upsample=args.small_image_upsample), 32)
+        if model.config.hidden_sizes != sizes:
+            raise SystemExit(f"--preset {args.preset} is not the architecture of the pretrained folders ({sizes})")
+        randoms.append(score(model, processor))
+        print(f"transfer random seed {seed} kNN {100 * randoms[-1]['knn_accuracy']:.2f}  "
+              f"probe {100 * randoms[-1]['linear_probe_accuracy']:.2f}", flush=True)
+    mean = {k: statistics.mean(r[k] for r in randoms) for k in ("knn_accuracy", "linear_probe_accuracy")}
+    sd = {k: statistics.pstdev(r[k] for r in randoms) for k in mean}
+    print(f"\nTransfer to {args.transfer} ({len(train_y)} bank / probe images, {len(test_y)} scored, {classes} classes), "
+          f"random init: mean of seeds {args.random_seeds}\n"
+          "| features | kNN | linear probe | kNN - random | probe - random |\n| --- | --- | --- | --- | --- |")
+    print(f"| random init ({len(randoms)} seeds) | {100 * mean['knn_accuracy']:.1f} +- {100 * sd['knn_accuracy']:.1f} | "
+          f"{100 * mean['linear_probe_accuracy']:.1f} +- {100 * sd['linear_probe_accuracy']:.1f} | | |")
+    for r in rows:
+        print(f"| {r['features']} | {100 * r['knn_accuracy']:.1f} | {100 * r['linear_probe_accuracy']:.1f} | "
+              f"{100 * (r['knn_accuracy'] - mean['knn_accuracy']):+.1f} | "
+              f"{100 * (r['linear_probe_accuracy'] - mean['linear_probe_accuracy']):+.1f} |")
+    return [*rows, *({"features": f"random seed {s}", **r} for s, r in zip(args.random_seeds, randoms))]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -57,15 +132,23 @@ def main() -> None:
     p.add_argument("--skip_baselines", action="store_true")
     p.add_argument("--small_image_upsample", type=int, default=2, help="must match the recipes' setting")
     p.add_argument("--preset", default="small", help="ResNet preset of the recipes and of the random baseline")
+    p.add_argument("--transfer", type=Path, help="a labelled .npz of another domain (benchmarks/make_glyphs.py)")
+    p.add_argument("--random_seeds", type=int, nargs="+", default=[42, 0, 1, 2, 3],
+                   help="random inits averaged as the transfer baseline (42: the recipes' seed)")
+    p.add_argument("--pretrained", nargs="*", default=[], metavar="NAME=FOLDER",
+                   help="evaluate these exported folders instead of pretraining (--methods is then ignored)")
+    p.add_argument("--transfer_only", action="store_true", help="skip the in-domain baselines and evaluations")
     p.add_argument("--recipe_args", nargs=argparse.REMAINDER, default=[], help="passed to every recipe")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    data = load_images(ImageDataArgs(data=str(args.data), image_size=32))
-    print(data.report, flush=True)
-    train, test, classes = data.train, data.eval, len(data.label_names)
+    in_domain = not args.transfer_only
+    if in_domain:
+        data = load_images(ImageDataArgs(data=str(args.data), image_size=32))
+        print(data.report, flush=True)
+        train, test, classes = data.train, data.eval, len(data.label_names)
     results = []
-    if not args.skip_baselines:
+    if in_domain and not args.skip_baselines:
         tx, ty = raw_pixels(train, data.mean, data.std)
         vx, vy = raw_pixels(test, data.mean, data.std)
         results.append(row("raw pixels", evaluate_features(tx, ty, vx, vy, classes)))
@@ -76,7 +159,9 @@ def main() -> None:
         results.append(row(f"random backbone (resnet {args.preset})", evaluate_features(*feats[0], *feats[1], classes)))
     from transformers import AutoModel
 
-    for method in args.methods:
+    folders = dict(spec.split("=", 1) for spec in args.pretrained)
+    folders = {name: Path(folder) for name, folder in folders.items()}
+    for method in [] if folders else args.methods:
         out = args.work_dir / method
         cmd = [sys.executable, str(ROOT / "recipes" / f"{method}.py"), "--data", str(args.data), "--output_dir",
                str(out), "--overwrite_output_dir", "--linear_probe", "false", "--preset", args.preset,
@@ -85,14 +170,26 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         minutes = (time.perf_counter() - start) / 60
-        backbone = AutoModel.from_pretrained(out / "model").eval()
-        feats = [extract_features(backbone, ds, data.mean, data.std, progress=True) for ds in (train, test)]
-        results.append(row(method, evaluate_features(*feats[0], *feats[1], classes), minutes))
+        folders[method] = out / "model"
+        if in_domain:
+            backbone = AutoModel.from_pretrained(out / "model").eval()
+            feats = [extract_features(backbone, ds, data.mean, data.std, progress=True) for ds in (train, test)]
+            results.append(row(method, evaluate_features(*feats[0], *feats[1], classes), minutes))
+    if in_domain and args.pretrained:
+        for name, folder in folders.items():
+            backbone = AutoModel.from_pretrained(folder).eval()
+            feats = [extract_features(backbone, ds, data.mean, data.std, progress=True) for ds in (train, test)]
+            results.append(row(name, evaluate_features(*feats[0], *feats[1], classes)))
+    transfer_rows = []
+    if args.transfer:
+        glyphs = load_images(ImageDataArgs(data=str(args.transfer), image_size=32))
+        print(glyphs.report, flush=True)
+        transfer_rows = transfer(folders, glyphs, args)
     print("\n| features | kNN (k=20) | linear probe | pretraining |\n| --- | --- | --- | --- |")
     for r in results:
         minutes = f"{r['minutes']:.1f} min" if r["minutes"] else ""
         print(f"| {r['features']} | {100 * r['knn']:.1f} | {100 * r['linear_probe']:.1f} | {minutes} |")
-    (args.work_dir / "results.json").write_text(json.dumps(results, indent=1))
+    (args.work_dir / "results.json").write_text(json.dumps({"in_domain": results, "transfer": transfer_rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from hfssl.config import parse
 from hfssl.errors import UserError, run_cli
 from hfssl.hub import HubArgs, push_if_requested, save_model_folder
 from hfssl.methods.bert import BertPretrainer, mlm_eval_step, mlm_summary, premask
-from hfssl.methods.bert_config import BertModelArgs
+from hfssl.methods.bert_config import BertModelArgs, folder_config
 from hfssl.text.corpus import CorpusArgs, load_corpus
 from hfssl.text.masking import MaskingArgs, MLMCollator
 from hfssl.text.nsp import InstanceBuilder, NSPArgs, format_stats
@@ -41,9 +41,12 @@ def main(argv=None):
     corpus_args, tok_args, nsp_args, mask_args, model_args, train_args, hub_args, split_args = parse(
         CorpusArgs, TokenizerArgs, NSPArgs, MaskingArgs, BertModelArgs, TrainArgs, HubArgs, EvalSplitArgs,
         args=argv, default_config=DEFAULT_CONFIG)
-    if nsp_args.max_seq_length > model_args.max_position_embeddings:
-        raise UserError(f"--max_seq_length {nsp_args.max_seq_length} is longer than the model's "
-                        f"--max_position_embeddings {model_args.max_position_embeddings}; lower it or raise the positions")
+    # Continued pretraining: the folder's config is read and checked before any data work.
+    base = folder_config(model_args) if model_args.model_name_or_path else None
+    positions = base.max_position_embeddings if base else model_args.positions
+    if nsp_args.max_seq_length > positions:
+        raise UserError(f"--max_seq_length {nsp_args.max_seq_length} is longer than the model's {positions} positions "
+                        f"({'of --model_name_or_path' if base else '--max_position_embeddings'}); lower it")
     settings = run_settings(train_args, corpus_args, tok_args, nsp_args, mask_args, model_args, split_args)
     accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
@@ -60,9 +63,13 @@ def main(argv=None):
                  if split_args.eval_fraction > 0 else {"train": documents, "test": None})
         saved_tokenizer = out / "tokenizer"
         tokenizer = get_or_train_tokenizer(
-            tok_args.tokenizer_name_or_path or (str(saved_tokenizer) if saved_tokenizer.is_dir() else None),
-            split["train"], vocab_size=tok_args.vocab_size, lowercase=tok_args.lowercase,
-            min_frequency=tok_args.min_frequency, model_max_length=nsp_args.max_seq_length)
+            tok_args.tokenizer_name_or_path or (str(saved_tokenizer) if saved_tokenizer.is_dir() else None)
+            or model_args.model_name_or_path, split["train"], vocab_size=tok_args.vocab_size,
+            lowercase=tok_args.lowercase, min_frequency=tok_args.min_frequency,
+            model_max_length=tok_args.model_max_length or positions)
+        if base is not None and len(tokenizer) != base.vocab_size:
+            raise UserError(f"the tokenizer has {len(tokenizer)} tokens but --model_name_or_path has {base.vocab_size} "
+                            "embeddings; use the folder's own tokenizer (leave --tokenizer_name_or_path unset)")
         if accelerator.is_main_process and not saved_tokenizer.is_dir():
             save_tokenizer(tokenizer, saved_tokenizer)
         train_pairs = InstanceBuilder.from_documents(split["train"], tokenizer, nsp_args, seed=train_args.seed,
@@ -79,9 +86,14 @@ def main(argv=None):
     if eval_instances is not None:
         with accelerator.main_process_first():
             eval_instances = premask(eval_instances, collator, seed=train_args.seed)
-    model = BertPretrainer.from_args(model_args, len(tokenizer), tokenizer.pad_token_id, nsp=nsp_args.nsp)
-    accelerator.print(f"model: {model_args.preset}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-                      f"parameters, vocabulary {len(tokenizer)}")
+    if base is None:
+        model = BertPretrainer.from_args(model_args, len(tokenizer), tokenizer.pad_token_id, nsp=nsp_args.nsp)
+        source = f"{model_args.preset or 'tiny'} from scratch"
+    else:
+        model, new = BertPretrainer.from_folder(model_args.model_name_or_path, base, nsp=nsp_args.nsp)
+        source = f"{model_args.model_name_or_path}, initialised (not in the folder): {', '.join(new) or 'none'}"
+    accelerator.print(f"model: {source}; {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+                      f"vocabulary {len(tokenizer)}, {positions} positions")
 
     result = fit(accelerator, model, train_args, train_data=train_pairs.for_epoch, collate_fn=collator.pad,
                  transform=collator.mask, eval_data=eval_instances, eval_step=mlm_eval_step(),

@@ -10,9 +10,10 @@ Writes OUTPUT/model, a folder that AutoModelForImageClassification fine-tunes
 (recipes/finetune_image_classification.py --model_name_or_path OUTPUT/model), and OUTPUT/report.png.
 Sections: args, Accelerator, seed -> images (main process first, decoded once) -> backbone + method
 (SyncBN when several GPU processes) -> fit with two views per image and the kNN monitor -> linear probe
-on frozen backbone features -> export the backbone.
+on frozen backbone features, and the same backbone at its random initialisation as the baseline -> export.
 """
 
+import copy
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from hfssl.train import TrainArgs, fit, make_accelerator
 from hfssl.vision.backbones import BackboneArgs, build_backbone, input_size
 from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, load_images, subset
 from hfssl.vision.export import export_backbone
-from hfssl.vision.probe import KNNMonitor, MonitorArgs, as_hooks, evaluate_features, extract_features
+from hfssl.vision.probe import KNNMonitor, MonitorArgs, as_hooks, frozen_evaluation
 from hfssl.vision.transforms import AugmentArgs
 from hfssl.vision.views import TwoViews, ViewArgs
 
@@ -51,7 +52,9 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
     with accelerator.main_process_first():
         data = load_images(data_args, seed=train_args.seed)
     accelerator.print(data.report)
-    model = contrastive_methods()[method](build_backbone(bb_args, data.image_size), ssl_args)
+    backbone = build_backbone(bb_args, data.image_size)  # seeded by make_accelerator: the same init for every seed
+    initial_state = {k: v.detach().clone() for k, v in backbone.state_dict().items()}  # the random-init baseline
+    model = contrastive_methods()[method](backbone, ssl_args)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = convert_sync_batchnorm(model, accelerator)  # BN statistics over the global batch
     elif accelerator.num_processes > 1:  # torch's SyncBatchNorm has no CPU kernel
@@ -84,13 +87,21 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
     if accelerator.is_main_process:
         backbone = result.model.backbone
         if labelled and mon_args.linear_probe:
-            train_x, train_y = extract_features(backbone, subset(data.train, mon_args.probe_max_images, 0),
-                                                data.mean, data.std, progress=True)
-            test_x, test_y = extract_features(backbone, data.eval, data.mean, data.std, progress=True)
-            final = evaluate_features(train_x, train_y, test_x, test_y, len(data.label_names), mon_args.knn_k)
+            bank = subset(data.train, mon_args.probe_max_images, 0)
+            final = frozen_evaluation(backbone, bank, data.eval, data.mean, data.std, len(data.label_names),
+                                      mon_args.knn_k, progress=True)
             metrics.update({f"test_{k}": v for k, v in final.items()})
-            print(f"frozen backbone features on {len(test_y)} held-out images: kNN (k={mon_args.knn_k}, bank "
-                  f"{len(train_y)}) {final['knn_accuracy']:.2%}, linear probe {final['linear_probe_accuracy']:.2%}")
+            print(f"frozen backbone features on {len(data.eval)} held-out images: kNN (k={mon_args.knn_k}, bank "
+                  f"{len(bank)}) {final['knn_accuracy']:.2%}, linear probe {final['linear_probe_accuracy']:.2%}")
+            if mon_args.random_init_baseline:  # the same architecture and seed, untrained: what pretraining bought
+                random_init = copy.deepcopy(backbone)
+                random_init.load_state_dict(initial_state)
+                base = frozen_evaluation(random_init, bank, data.eval, data.mean, data.std, len(data.label_names),
+                                         mon_args.knn_k, progress=True)
+                metrics.update({f"test_random_init_{k}": v for k, v in base.items()})
+                pct = lambda d, key: f"{100 * d[key + '_accuracy']:.1f} %"  # noqa: E731
+                print(f"random init kNN {pct(base, 'knn')} / probe {pct(base, 'linear_probe')} -> "
+                      f"pretrained kNN {pct(final, 'knn')} / probe {pct(final, 'linear_probe')}")
         card = ModelCardInfo(
             model_name=hub_args.hub_model_id or out.name, method=method, base_model_type=bb_args.backbone,
             tags=[bb_args.backbone, method, "image-feature-extraction"], pipeline_tag="image-feature-extraction",

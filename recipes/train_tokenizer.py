@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # WordPiece vocabulary trained on the sentences, wrapped as a transformers BertTokenizer.
     tokenizer = train_wordpiece(documents, vocab_size=tok_args.vocab_size, lowercase=tok_args.lowercase,
-                                min_frequency=tok_args.min_frequency, model_max_length=tok_args.model_max_length)
+                                min_frequency=tok_args.min_frequency, model_max_length=tok_args.model_max_length or 512)
 
     # Written beside output_dir, then swapped in: the folder holds exactly this tokenizer (no stale vocab.txt).
     publish_tokenizer(tokenizer, output_dir, overwrite=out_args.overwrite_output_dir)

@@ -245,7 +245,7 @@ def test_bad_overrides_fail_naming_the_key(overrides, message):
 
 
 def test_bad_args_fail_clearly():
-    with pytest.raises(ValueError, match="preset='huge'"):
+    with pytest.raises(ValueError, match="--preset 'huge' is unknown"):
         BertModelArgs(preset="huge")
     with pytest.raises(ValueError, match="hidden_dropout_prob"):
         BertModelArgs(hidden_dropout_prob=1.5)

@@ -75,7 +75,14 @@ def test_output_folder_loads_with_auto_classes(trained):
     assert vocab == [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
     enc = tok("she was happy.", "he was not.")
     assert enc["input_ids"][0] == tok.cls_token_id and enc["input_ids"].count(tok.sep_token_id) == 2
-    assert set(enc["token_type_ids"]) == {0, 1} and tok.model_max_length == 64
+    assert set(enc["token_type_ids"]) == {0, 1}
+    # the tokenizer fits the model (512 positions), not the pretraining length (64): transformers' run_qa.py
+    # preprocessing with its defaults (max_length 384, doc_stride 128) works on the folder as it is
+    assert tok.model_max_length == 512 == json.loads((folder / "config.json").read_text())["max_position_embeddings"]
+    context = " ".join(["she walked to the village and came back before dinner."] * 80)
+    windows = tok(["where did she walk?"], [context], truncation="only_second", max_length=384, stride=128,
+                  return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
+    assert len(windows["input_ids"]) > 1 and all(len(w) == 384 for w in windows["input_ids"])
 
 
 def test_fill_mask_pipeline_and_metrics(trained):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -80,3 +81,56 @@ def test_two_cpu_processes_train_simclr_with_per_process_batchnorm(data, tmp_pat
     assert "[process 0/2] finished 4 optimizer steps" in log and "[process 1/2] finished 4 optimizer steps" in log
     assert "batch norm statistics are per process on cpu" in log
     assert (out / "model" / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    """Grey noise with 4 random-ish classes (brightness only loosely tied to the label): accuracies near chance,
+    so they differ from backbone to backbone and identify which backbone was evaluated."""
+    rng = np.random.default_rng(5)
+    y, y_test = rng.integers(0, 4, 96), rng.integers(0, 4, 64)
+    x, x_test = (np.clip(rng.normal(100 + 10 * labels[:, None, None], 60, (len(labels), 12, 12)), 0, 255).astype(np.uint8)
+                 for labels in (y, y_test))
+    path = tmp_path_factory.mktemp("noise") / "noise.npz"
+    np.savez(path, x=x, y=y, x_test=x_test, y_test=y_test, label_names=np.array(["a", "b", "c", "d"]))
+    return path
+
+
+def test_run_reports_its_own_random_init_baseline(noisy, tmp_path):
+    """The recipe evaluates the same architecture at its seeded random init; the figure equals an independent
+    evaluation of a backbone built here with the same seed, and it reaches the printed line and the card."""
+    from hfssl.vision.backbones import BackboneArgs, build_backbone
+    from hfssl.vision.data import ImageDataArgs, load_images
+    from hfssl.vision.probe import evaluate_features, extract_features
+
+    out = tmp_path / "simclr"
+    log = run("recipes/simclr.py", "--data", noisy, "--output_dir", out, *SMALL)
+    line = re.search(r"random init kNN ([\d.]+) % / probe ([\d.]+) % -> pretrained kNN ([\d.]+) % / probe ([\d.]+) %", log)
+    assert line, log[-2000:]
+    card = (out / "model" / "README.md").read_text()
+    in_card = dict(re.findall(r"^\| (test_\w+) \| ([^|]+) \|$", card, re.M))
+    for key in ("test_random_init_knn_accuracy", "test_random_init_linear_probe_accuracy", "test_knn_accuracy",
+                "test_linear_probe_accuracy"):
+        assert key in in_card, card
+
+    torch.manual_seed(1)  # the run's --seed
+    backbone = build_backbone(BackboneArgs(backbone="resnet", preset="small", small_image_upsample=2), 16)
+    data = load_images(ImageDataArgs(data=str(noisy), image_size=16))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the recipe ran
+    try:
+        expected = evaluate_features(*extract_features(backbone, data.train, data.mean, data.std),
+                                     *extract_features(backbone, data.eval, data.mean, data.std), num_classes=4)
+    finally:
+        torch.set_num_threads(threads)
+    assert in_card["test_random_init_knn_accuracy"].strip() == f"{expected['knn_accuracy']:.4g}"
+    assert in_card["test_random_init_linear_probe_accuracy"].strip() == f"{expected['linear_probe_accuracy']:.4g}"
+    assert float(line[1]) == pytest.approx(100 * expected["knn_accuracy"], abs=0.051)
+    assert float(line[2]) == pytest.approx(100 * expected["linear_probe_accuracy"], abs=0.051)
+    assert float(line[3]) == pytest.approx(100 * float(in_card["test_knn_accuracy"]), abs=0.06)
+
+
+def test_random_init_baseline_can_be_switched_off(noisy, tmp_path):
+    log = run("recipes/simclr.py", "--data", noisy, "--output_dir", tmp_path / "run", *SMALL,
+              "--random_init_baseline", "false")
+    assert "linear probe" in log and "random init kNN" not in log

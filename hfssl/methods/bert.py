@@ -25,6 +25,7 @@ from torch import nn
 from transformers import BertConfig, BertForPreTraining
 from transformers.utils import ModelOutput
 
+from hfssl.errors import UserError
 from hfssl.methods.bert_config import BertModelArgs, bert_config
 
 IGNORE_INDEX = -100  # label of a position that is not predicted (Hugging Face / PyTorch convention)
@@ -130,6 +131,18 @@ class BertPretrainer(nn.Module):
         if args.sinusoidal_positions > 0:
             init_sinusoidal_positions(model.model.bert.embeddings.position_embeddings, args.sinusoidal_positions)
         return model
+
+    @classmethod
+    def from_folder(cls, path, config: BertConfig, *, nsp: bool = True) -> tuple[BertPretrainer, list[str]]:
+        """Continue from a ``BertForPreTraining`` / ``BertForMaskedLM`` / ``BertModel`` folder (``config`` from
+        :func:`hfssl.methods.bert_config.folder_config`), in float32 whatever the file's precision. Returns the
+        model and the names of the weights the folder lacked (its missing heads, newly initialised)."""
+        model, info = BertForPreTraining.from_pretrained(str(path), config=config, dtype=torch.float32,
+                                                         output_loading_info=True)
+        if info.get("mismatched_keys"):
+            raise UserError(f"--model_name_or_path {path}: tensors of another shape than its config.json says: "
+                            f"{', '.join(str(k) for k in info['mismatched_keys'][:5])}; re-create the folder")
+        return cls(model=model, nsp=nsp), sorted(info.get("missing_keys", []))
 
     @property
     def config(self) -> BertConfig:

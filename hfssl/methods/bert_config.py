@@ -1,11 +1,16 @@
-"""BERT model configuration: size presets, ``BertModelArgs``, typed ``key=value`` overrides."""
+"""BERT model configuration: size presets, ``BertModelArgs``, typed ``key=value`` overrides, and the config of
+an existing BERT folder to continue pretraining from (checked before any data work)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import BertConfig
+
+from hfssl.errors import UserError
 
 PRESETS: dict[str, dict[str, int]] = {  # BERT family sizes (Turc et al. 2019, "Well-Read Students")
     "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
@@ -21,16 +26,22 @@ _NOT_OVERRIDABLE = {"vocab_size", "pad_token_id"}
 
 @dataclass
 class BertModelArgs:
-    """Which BERT to build: a size preset plus a few pretraining knobs."""
+    """Which BERT to train: a size preset built from scratch, or an existing folder to continue from."""
 
-    preset: str = field(default="tiny", metadata={"help": f"model size, one of {', '.join(PRESETS)}"})
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "a local BERT folder to continue pretraining from (BertForPreTraining, BertForMaskedLM or "
+                "BertModel weights, config.json, tokenizer files: e.g. a copy of the Hub's bert-base-uncased); "
+                "its config and tokenizer are used, missing heads are initialised and listed"})
+    preset: str | None = field(default=None, metadata={
+        "help": f"model size when training from scratch, one of {', '.join(PRESETS)} (default tiny)"})
     hidden_dropout_prob: float | None = field(
         default=None, metadata={"help": "dropout on hidden states; None keeps BERT's 0.1"}
     )
     attention_probs_dropout_prob: float | None = field(
         default=None, metadata={"help": "dropout on attention probabilities; None keeps BERT's 0.1"}
     )
-    max_position_embeddings: int = field(default=512, metadata={"help": "longest sequence the model accepts"})
+    max_position_embeddings: int | None = field(default=None, metadata={
+        "help": "longest sequence the model accepts (from scratch; default 512)"})
     sinusoidal_positions: float = field(
         default=0.0,
         metadata={"help": "if > 0, initialise the (learned, standard) position embeddings with sinusoids of "
@@ -43,15 +54,22 @@ class BertModelArgs:
     )
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset={self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"--preset {self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"{name}={value} must be in [0, 1)")
-        if self.max_position_embeddings < 1:
-            raise ValueError(f"max_position_embeddings={self.max_position_embeddings} must be positive")
+                raise ValueError(f"--{name} {value} must be in [0, 1)")
+        if self.max_position_embeddings is not None and self.max_position_embeddings < 1:
+            raise ValueError(f"--max_position_embeddings {self.max_position_embeddings} must be positive")
+        if self.sinusoidal_positions < 0:
+            raise ValueError(f"--sinusoidal_positions {self.sinusoidal_positions} must be >= 0")
         parse_config_overrides(self.config_overrides)  # fail at argument parsing, not after data loading
+
+    @property
+    def positions(self) -> int:
+        """The position-table size of a model built from these args (512 unless set)."""
+        return self.max_position_embeddings or 512
 
 
 def _overridable_defaults() -> dict[str, object]:
@@ -120,9 +138,10 @@ def bert_config(args: BertModelArgs, vocab_size: int, pad_token_id: int = 0) -> 
     """The ``BertConfig`` for ``args`` (preset < dropout fields < overrides), with SDPA attention."""
     if vocab_size < 1 or not 0 <= pad_token_id < vocab_size:
         raise ValueError(f"need vocab_size >= 1 and 0 <= pad_token_id < vocab_size, got {vocab_size}, {pad_token_id}")
-    kwargs: dict[str, object] = dict(PRESETS[args.preset])
-    kwargs.update(vocab_size=vocab_size, pad_token_id=pad_token_id,
-                  max_position_embeddings=args.max_position_embeddings)
+    if args.model_name_or_path:
+        raise ValueError("bert_config builds a new model; a --model_name_or_path folder's config is folder_config()")
+    kwargs: dict[str, object] = dict(PRESETS[args.preset or "tiny"])
+    kwargs.update(vocab_size=vocab_size, pad_token_id=pad_token_id, max_position_embeddings=args.positions)
     for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
@@ -132,4 +151,41 @@ def bert_config(args: BertModelArgs, vocab_size: int, pad_token_id: int = 0) -> 
         raise ValueError(
             f"hidden_size={config.hidden_size} is not a multiple of num_attention_heads={config.num_attention_heads}"
         )
+    return config
+
+
+def folder_config(args: BertModelArgs) -> BertConfig:
+    """The ``BertConfig`` of the ``--model_name_or_path`` folder (read from its config.json only), with the
+    dropout fields of ``args`` applied. A folder that is not a BERT, or settings that would change its shapes
+    (preset, overrides, a position table of another size, a sinusoidal init), are errors naming both values."""
+    path = Path(args.model_name_or_path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"--model_name_or_path {path}: no config.json there; give a local folder written by "
+                        "save_pretrained (hfssl loads models from local folders only)")
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UserError(f"--model_name_or_path {path}: config.json is not valid JSON ({err}); re-create the folder") from None
+    if raw.get("model_type") != "bert":
+        raise UserError(f"--model_name_or_path {path} holds a {raw.get('model_type')!r} model; continued "
+                        "pretraining with recipes/bert_mlm.py needs a BERT folder (model_type 'bert')")
+    shape = f"{raw.get('num_hidden_layers')} layers x {raw.get('hidden_size')}"
+    if args.preset is not None:
+        raise UserError(f"--preset {args.preset} conflicts with --model_name_or_path {path} ({shape}): the folder "
+                        "defines the model; leave preset unset (e.g. --config recipes/configs/bert_continue.yaml)")
+    if args.config_overrides:
+        raise UserError(f"--config_overrides {args.config_overrides!r} conflicts with --model_name_or_path {path}: "
+                        "the folder's config defines the model; leave it unset")
+    if args.sinusoidal_positions:
+        raise UserError(f"--sinusoidal_positions {args.sinusoidal_positions} is an initialisation and "
+                        f"--model_name_or_path {path} is already trained; set it to 0 (or use bert_continue.yaml)")
+    folder_positions = raw.get("max_position_embeddings", 512)
+    if args.max_position_embeddings is not None and args.max_position_embeddings != folder_positions:
+        raise UserError(f"--max_position_embeddings {args.max_position_embeddings} differs from the "
+                        f"{folder_positions} positions of --model_name_or_path {path}; leave it unset")
+    config = BertConfig.from_pretrained(str(path), attn_implementation="sdpa")
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
     return config

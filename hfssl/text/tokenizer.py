@@ -36,7 +36,9 @@ class TokenizerArgs:
     lowercase: bool = field(default=True, metadata={"help": "Lowercase and strip accents (BERT uncased); "
                                                             "--no_lowercase for a cased vocabulary."})
     min_frequency: int = field(default=2, metadata={"help": "Minimum count for a merge to enter the vocabulary."})
-    model_max_length: int = field(default=128, metadata={"help": "Maximum sequence length stored with the tokenizer."})
+    model_max_length: int | None = field(default=None, metadata={
+        "help": "Maximum sequence length stored with the tokenizer (default: the model's position count for "
+                "recipes/bert_mlm.py, 512 for recipes/train_tokenizer.py)."})
 
     def __post_init__(self):
         if self.vocab_size <= len(SPECIAL_TOKENS):
@@ -44,7 +46,7 @@ class TokenizerArgs:
                              f"({' '.join(SPECIAL_TOKENS)}), got {self.vocab_size}; e.g. 8192")
         if self.min_frequency < 1:
             raise ValueError(f"--min_frequency must be at least 1, got {self.min_frequency}")
-        if self.model_max_length < 2:
+        if self.model_max_length is not None and self.model_max_length < 2:
             raise ValueError(f"--model_max_length must be at least 2 ([CLS] and [SEP]), got {self.model_max_length}")
         if self.tokenizer_name_or_path is not None and not self.tokenizer_name_or_path.strip():
             raise ValueError("--tokenizer_name_or_path is an empty string; give a tokenizer folder or leave it unset")

@@ -32,6 +32,9 @@ class MonitorArgs:
     knn_bank_size: int = field(default=10_000, metadata={"help": "Labelled training images in the kNN bank."})
     linear_probe: bool = field(default=True, metadata={"help": "Fit a linear probe on frozen features at the end."})
     probe_max_images: int = field(default=60_000, metadata={"help": "Training images used by the final probe."})
+    random_init_baseline: bool = field(default=True, metadata={
+        "help": "With the final probe, also evaluate the same backbone at its random initialisation (same seed and "
+                "architecture), so the run shows what pretraining bought."})
 
     def __post_init__(self):
         for name in ("knn_k", "knn_bank_size", "probe_max_images"):
@@ -111,6 +114,15 @@ def evaluate_features(train_x, train_y, test_x, test_y, num_classes: int, k: int
     knn = knn_predict(train_x, train_y, test_x, num_classes, k)
     return {"knn_accuracy": float((knn == test_y).float().mean()),
             **linear_probe(train_x, train_y, test_x, test_y, num_classes)}
+
+
+def frozen_evaluation(backbone, train_ds: datasets.Dataset, test_ds: datasets.Dataset, mean, std, num_classes: int,
+                      k: int = 20, progress: bool = False) -> dict[str, float]:
+    """:func:`evaluate_features` of ``backbone``'s frozen features: ``train_ds`` is the kNN bank and the probe's
+    training set, ``test_ds`` is scored (both labelled)."""
+    train_x, train_y = extract_features(backbone, train_ds, mean, std, progress=progress)
+    test_x, test_y = extract_features(backbone, test_ds, mean, std, progress=progress)
+    return evaluate_features(train_x, train_y, test_x, test_y, num_classes, k)
 
 
 class KNNMonitor:
