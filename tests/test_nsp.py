@@ -223,24 +223,47 @@ def test_second_build_is_served_from_cache(tmp_path, monkeypatch):
         nsp.build_instances(corpus, **{**kwargs, "epoch": 1})  # another epoch is another cache entry
 
 
-def test_single_segments_without_nsp():
+def test_without_nsp_documents_are_packed_full_sentences():
+    """RoBERTa's FULL-SENTENCES against a brute-force reference: the documents of a block as one stream with a
+    [SEP] between documents, cut into full rows; every token once; rows differ between epochs."""
     lengths = random_lengths(8, docs=40, max_len=50)
-    lengths[0] = [3, 90, 2]  # a sentence longer than the target is cut, not dropped
-    instances = nsp.build_instances(make_corpus(lengths), cls_id=CLS, sep_id=SEP, max_seq_length=34,
-                                    short_seq_prob=0.3, nsp=False, seed=2, num_proc=1)
-    assert instances.column_names == ["input_ids", "token_type_ids"]
-    body: list[int] = []
-    for row in instances:
-        ids = row["input_ids"]
-        assert len(ids) <= 34 and ids[0] == CLS and ids[-1] == SEP and row["token_type_ids"] == [0] * len(ids)
-        assert ids[1:-1] == list(range(ids[1], ids[1] + len(ids) - 2))  # contiguous
-        body += ids[1:-1]
-    total = sum(map(sum, lengths))
-    assert body == list(range(FIRST_ID, FIRST_ID + total))  # every token once, documents in order
-    doc_bounds = np.cumsum([0] + [sum(d) for d in lengths])
-    for row in instances:  # never across documents
-        assert where(row["input_ids"][1], doc_bounds) == where(row["input_ids"][-2], doc_bounds)
+    lengths[0] = [3, 90, 2]  # a sentence longer than a row is cut, not dropped
+    lengths[5] = [0]  # an empty document is skipped (no double [SEP])
+    corpus = make_corpus(lengths)
+    stream: list[int] = []
+    for doc, row in zip(lengths, corpus["tokens"]):
+        if sum(doc):
+            stream += ([SEP] if stream else []) + [t for sentence in row for t in sentence]
+    for epoch in (0, 1):
+        instances = nsp.build_instances(corpus, cls_id=CLS, sep_id=SEP, max_seq_length=34, short_seq_prob=0.3,
+                                        nsp=False, seed=2, epoch=epoch, num_proc=1)
+        assert instances.column_names == ["input_ids", "token_type_ids"]
+        rows = instances["input_ids"]
+        assert all(r[0] == CLS and r[-1] == SEP and len(r) <= 34 for r in rows)
+        assert all(t == [0] * len(r) for r, t in zip(rows, instances["token_type_ids"]))
+        assert [t for r in rows for t in r[1:-1]] == stream  # every token once, in order, [SEP] between documents
+        assert all(len(r) == 34 for r in rows[1:-1])  # only the block's first and last rows are short
+        if epoch == 0:
+            first_cuts = [len(r) for r in rows]
+    assert [len(r) for r in rows] != first_cuts  # another epoch cuts elsewhere
     assert nsp.instance_stats(instances, 34)["random_next_fraction"] is None
+
+
+def test_packing_leaves_under_two_percent_padding_on_real_text():
+    """The embedded Austen corpus by chapter, MLM-only rows of 64 / 128 tokens: padding <= 2 %."""
+    from transformers import BertTokenizerFast  # noqa: F401  (the tokenizer class the builder sees)
+
+    from hfssl.text.corpus import CorpusArgs, load_corpus
+    from hfssl.text.tokenizer import train_wordpiece
+
+    documents, _ = load_corpus(CorpusArgs())
+    documents = documents.select(range(60))
+    tok = train_wordpiece(documents, vocab_size=2000, show_progress=False)
+    tokenized = encode.tokenize_documents(documents, tok, num_proc=1)
+    for length in (64, 128):
+        rows = nsp.build_instances(tokenized, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, max_seq_length=length,
+                                   nsp=False, num_proc=1)
+        assert nsp.instance_stats(rows, length)["padding_fraction"] <= 0.02
 
 
 def test_errors():

@@ -25,8 +25,12 @@ the same rows, cached under a fingerprint of corpus, arguments, seed and epoch; 
 anew (Google's ``dupe_factor`` without copies). Workers see the whole corpus as one flat token
 array; an instance is four offsets into it and rows are gathered with numpy.
 
-``nsp=False``: ``[CLS] x [SEP]`` with x whole consecutive sentences of one document packed up to
-``max_seq_length - 2`` (RoBERTa's DOC-SENTENCES); a longer sentence is cut, no token is dropped.
+``nsp=False``: RoBERTa's FULL-SENTENCES packing. The documents of a block form one token stream with a
+``[SEP]`` between documents, cut into rows of ``max_seq_length - 2`` tokens, ``[CLS] x [SEP]``: every row
+but the block's first and last is full, so padding is nearly zero (MLM-only instances of whole sentences of
+one document were 37-43 % padding). Each epoch shifts the cuts by a random offset drawn from the block's
+stream, so epochs see different rows; every token is used exactly once per epoch (``short_seq_prob`` is
+not used).
 """
 
 from __future__ import annotations
@@ -53,11 +57,13 @@ class NSPArgs:
 
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per instance, [CLS] and [SEP]s included."})
     short_seq_prob: float = field(
-        default=0.1, metadata={"help": "Probability that a document uses a random shorter target length."}
+        default=0.1, metadata={"help": "Probability that a document uses a random shorter target length "
+                                       "(sentence pairs only; MLM-only rows are packed full)."}
     )
     nsp: bool = field(
         default=True,
-        metadata={"help": "Sentence pairs with next_sentence_label; False: single segments [CLS] x [SEP]."},
+        metadata={"help": "Sentence pairs with next_sentence_label; False: MLM-only rows [CLS] x [SEP] packed "
+                          "full across documents (RoBERTa's FULL-SENTENCES)."},
     )
     random_next_prob: float = field(
         default=0.5, metadata={"help": "Fraction of pairs whose B is a random segment of another document."}
@@ -127,24 +133,6 @@ def _pair_instances(corpus: TokenCorpus, doc: int, rng: random.Random, out: list
         i += 1
 
 
-def _single_instances(corpus: TokenCorpus, doc: int, rng: random.Random, out: list, *,
-                      max_num_tokens: int, short_seq_prob: float):
-    """Whole consecutive sentences packed up to the target; appends ``(lo, hi)``."""
-    start, length = corpus.sentences(doc)
-    target = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
-    lo, size = start[0], 0
-    for s, n in zip(start, length):
-        if size and size + n > target:
-            out.append((lo, lo + size))
-            lo, size = s, 0
-        size += n
-        while size > target:  # a sentence longer than the target: cut it, keep every token
-            out.append((lo, lo + target))
-            lo, size = lo + target, size - target
-    if size:
-        out.append((lo, lo + size))
-
-
 def _block_seed(seed: int, epoch: int, first_doc: int) -> int:
     state = np.random.SeedSequence([seed, epoch, first_doc]).generate_state(4)
     return int.from_bytes(state.tobytes(), "little")
@@ -168,26 +156,20 @@ def _rows(tokens: np.ndarray, segments: np.ndarray, specials: list[int], types: 
     return pa.array(offsets), pa.array(ids), pa.array(token_types)
 
 
-def _instance_table(tokens: np.ndarray, found: list, nsp: bool, cls_id: int, sep_id: int) -> pa.Table:
-    """Found ``(a_lo, a_hi, b_lo, b_hi, label)`` (or ``(lo, hi)``) offsets -> the instance columns."""
-    inst = np.asarray(found, dtype=np.int64).reshape(-1, 5 if nsp else 2)
+def _instance_table(tokens: np.ndarray, found: list, cls_id: int, sep_id: int) -> pa.Table:
+    """Found ``(a_lo, a_hi, b_lo, b_hi, label)`` offsets -> the sentence-pair instance columns."""
+    inst = np.asarray(found, dtype=np.int64).reshape(-1, 5)
     zero = np.zeros((len(inst), 2), np.int64)  # the range of a special token is ignored
-    if nsp:  # [CLS] A [SEP] B [SEP]
-        segments = np.stack([zero, inst[:, 0:2], zero, inst[:, 2:4], zero], 1)  # (n, 5, 2)
-        offsets, ids, types = _rows(tokens, segments, [cls_id, -1, sep_id, -1, sep_id], [0, 0, 0, 1, 1])
-    else:  # [CLS] x [SEP]
-        segments = np.stack([zero, inst, zero], 1)  # (n, 3, 2)
-        offsets, ids, types = _rows(tokens, segments, [cls_id, -1, sep_id], [0, 0, 0])
-    columns = {"input_ids": pa.ListArray.from_arrays(offsets, ids),
-               "token_type_ids": pa.ListArray.from_arrays(offsets, types)}
-    if nsp:
-        columns["next_sentence_label"] = pa.array(inst[:, 4])
-    return pa.table(columns)
+    segments = np.stack([zero, inst[:, 0:2], zero, inst[:, 2:4], zero], 1)  # (n, 5, 2): [CLS] A [SEP] B [SEP]
+    offsets, ids, types = _rows(tokens, segments, [cls_id, -1, sep_id, -1, sep_id], [0, 0, 0, 1, 1])
+    return pa.table({"input_ids": pa.ListArray.from_arrays(offsets, ids),
+                     "token_type_ids": pa.ListArray.from_arrays(offsets, types),
+                     "next_sentence_label": pa.array(inst[:, 4])})
 
 
-def _build_blocks(blocks: dict, *, tokenized: Dataset, nsp: bool, seed: int, epoch: int, cls_id: int,
-                  sep_id: int, max_seq_length: int, short_seq_prob: float, random_next_prob: float) -> pa.Table:
-    """``datasets.map`` function over blocks of documents -> a table of instances."""
+def _build_blocks(blocks: dict, *, tokenized: Dataset, seed: int, epoch: int, cls_id: int, sep_id: int,
+                  max_seq_length: int, short_seq_prob: float, random_next_prob: float, **_) -> pa.Table:
+    """``datasets.map`` function of ``nsp=True`` over blocks of documents -> sentence-pair instances."""
     corpus = flat_corpus(tokenized)
     found: list = []
     for first, stop in zip(blocks["start"], blocks["stop"]):
@@ -195,13 +177,43 @@ def _build_blocks(blocks: dict, *, tokenized: Dataset, nsp: bool, seed: int, epo
         for doc in range(first, stop):
             if corpus.rank[doc] < 0:
                 continue
-            if nsp:
-                _pair_instances(corpus, doc, rng, found, debt, max_num_tokens=max_seq_length - 3,
-                                short_seq_prob=short_seq_prob, random_next_prob=random_next_prob)
-            else:
-                _single_instances(corpus, doc, rng, found, max_num_tokens=max_seq_length - 2,
-                                  short_seq_prob=short_seq_prob)
-    return _instance_table(corpus.tokens, found, nsp, cls_id, sep_id)
+            _pair_instances(corpus, doc, rng, found, debt, max_num_tokens=max_seq_length - 3,
+                            short_seq_prob=short_seq_prob, random_next_prob=random_next_prob)
+    return _instance_table(corpus.tokens, found, cls_id, sep_id)
+
+
+def _packed_blocks(blocks: dict, *, tokenized: Dataset, seed: int, epoch: int, cls_id: int, sep_id: int,
+                   max_seq_length: int, **_) -> pa.Table:
+    """``datasets.map`` function of ``nsp=False``: FULL-SENTENCES rows (module docstring)."""
+    corpus = flat_corpus(tokenized)
+    body = max_seq_length - 2  # tokens between [CLS] and [SEP]
+    rows: list[np.ndarray] = []
+    for first, stop in zip(blocks["start"], blocks["stop"]):
+        stream = _block_stream(corpus, first, stop, sep_id)  # (T,)
+        if not len(stream):
+            continue
+        shift = random.Random(_block_seed(seed, epoch, first)).randint(0, body - 1) if len(stream) > body else 0
+        cuts = [0, *range(shift or body, len(stream), body), len(stream)]
+        rows += [stream[a:b] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    lengths = np.array([len(r) + 2 for r in rows], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    special = np.array([cls_id], np.int32), np.array([sep_id], np.int32)
+    ids = np.concatenate([x for r in rows for x in (special[0], r, special[1])]) if rows else np.zeros(0, np.int32)
+    return pa.table({"input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids.astype(np.int32))),
+                     "token_type_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.zeros(len(ids), np.int32)))})
+
+
+def _block_stream(corpus: TokenCorpus, first: int, stop: int, sep_id: int) -> np.ndarray:
+    """The tokens of documents ``first..stop-1`` in order, ``[SEP]`` between two documents (empty ones skipped)."""
+    pieces: list[np.ndarray] = []
+    for doc in range(first, stop):
+        if corpus.rank[doc] < 0:
+            continue
+        lo_s, hi_s = int(corpus.doc_first[doc]), int(corpus.doc_first[doc + 1]) - 1  # first and last sentence
+        if pieces:
+            pieces.append(np.array([sep_id], np.int32))
+        pieces.append(corpus.tokens[corpus.start[lo_s]:corpus.start[hi_s] + corpus.length[hi_s]].astype(np.int32))
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
 def _features(nsp: bool) -> Features:
@@ -235,14 +247,15 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     blocks = Dataset.from_dict({"start": starts, "stop": [min(s + BLOCK_DOCS, n) for s in starts]})
     kwargs = dict(nsp=nsp, seed=seed, epoch=epoch, cls_id=cls_id, sep_id=sep_id, max_seq_length=max_seq_length,
                   short_seq_prob=short_seq_prob, random_next_prob=random_next_prob)
-    fingerprint = Hasher.hash([CACHE_VERSION, BLOCK_DOCS, tokenized._fingerprint, sorted(kwargs.items())])
+    fingerprint = Hasher.hash([CACHE_VERSION, "full-sentences" if not nsp else "pairs", BLOCK_DOCS, tokenized._fingerprint, sorted(kwargs.items())])
     cache_file = None
     if tokenized.cache_files:
         folder = os.path.dirname(tokenized.cache_files[0]["filename"])
         cache_file = os.path.join(folder, f"nsp-instances-{fingerprint}.arrow")
     num_proc = min(resolve_num_proc(num_proc, len(corpus.tokens), 16e6), len(blocks))
     return blocks.map(
-        _build_blocks, batched=True, batch_size=1, fn_kwargs={"tokenized": tokenized, **kwargs},
+        _build_blocks if nsp else _packed_blocks, batched=True, batch_size=1,
+        fn_kwargs={"tokenized": tokenized, **kwargs},
         remove_columns=["start", "stop"], features=_features(nsp), num_proc=num_proc if num_proc > 1 else None,
         new_fingerprint=fingerprint, cache_file_name=cache_file, desc=f"NSP instances (epoch {epoch})",
     )
