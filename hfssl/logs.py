@@ -60,6 +60,8 @@ def count_units(batch) -> tuple[str, int]:
     """What throughput counts: real tokens of a text batch (attention mask sum), else examples."""
     if isinstance(batch, dict) and "attention_mask" in batch:
         return "tokens", int(batch["attention_mask"].sum())
+    if isinstance(batch, dict) and "input_ids" in batch:  # a text batch without padding (no mask needed)
+        return "tokens", batch["input_ids"].numel()
     first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
     return "samples", len(first)
 

@@ -72,6 +72,9 @@ class TrainArgs:
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     find_unused_parameters: bool = field(default=False, metadata={"help": "DDP: allow parameters without grad."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if an accelerator is present."})
+    torch_compile: bool = field(default=False, metadata={
+        "help": "Compile the model with torch.compile (inductor) when Accelerate prepares it: faster steps on GPUs "
+                "after a compile of a minute or more."})
 
     def __post_init__(self):
         if self.lr_scheduler_type not in ("linear", "cosine", "constant"):
@@ -128,6 +131,9 @@ def make_accelerator(args: TrainArgs, settings: dict | None = None) -> Accelerat
     # Without cpu=True, several CPU processes (torchrun / accelerate launch --multi_gpu) silently run as
     # independent single-process jobs: Accelerate only sets up MULTI_CPU when told it is on the CPU.
     no_accelerator = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    if torch.cuda.is_available() and not args.use_cpu:  # TF32 tensor cores for float32 matmuls (Ampere and later)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     accelerator = Accelerator(
         cpu=args.use_cpu or no_accelerator,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -135,6 +141,7 @@ def make_accelerator(args: TrainArgs, settings: dict | None = None) -> Accelerat
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=str(out),
         step_scheduler_with_optimizer=False,  # we step it once per real optimizer step ourselves
+        dynamo_backend="inductor" if args.torch_compile else None,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.find_unused_parameters)],
     )
     if args.resume:
@@ -244,7 +251,7 @@ def fit(
         out.mkdir(parents=True, exist_ok=True)
     accelerator.init_trackers("hfssl", config={k: v for k, v in asdict(args).items() if v is not None})
     logger = MetricsLogger(accelerator, out, resumed_at=state["step"] if args.resume else None)
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)  # the plain module (hooks, export)
 
     def run_eval() -> dict:
         if eval_loader is None:

@@ -360,3 +360,27 @@ def test_bad_input_names_the_row(tok):
         coll([{"input_ids": [12]}, good])
     with pytest.raises(ValueError, match="feature 0: 2 token_type_ids"):
         coll([{"input_ids": [12, 13, 14], "token_type_ids": [0, 0]}])
+
+
+def test_full_rows_drop_the_all_ones_mask_and_the_model_agrees(tok):
+    """Packed rows have no padding: mask() drops the all-ones attention mask (SDPA's mask-free path) and the
+    loss is exactly the one computed with the mask; a padded batch keeps its mask."""
+    from hfssl.methods.bert import BertPretrainer
+    from hfssl.methods.bert_config import BertModelArgs
+
+    rng = random.Random(3)
+    ids = [[tok.cls_token_id] + [rng.randrange(5, len(tok)) for _ in range(14)] + [tok.sep_token_id] for _ in range(4)]
+    collator = MLMCollator(tok, seed=0)
+    padded = collator.pad([{"input_ids": r} for r in ids])
+    assert padded["no_padding"] is True and padded["attention_mask"].all()
+    full = collator.mask(padded, torch.Generator().manual_seed(0))
+    assert "attention_mask" not in full and "no_padding" not in full
+    torch.manual_seed(0)
+    model = BertPretrainer.from_args(BertModelArgs(preset="tiny"), len(tok), tok.pad_token_id, nsp=False).eval()
+    with torch.no_grad():
+        without = model(**full).loss
+        with_mask = model(**full, attention_mask=torch.ones_like(full["input_ids"])).loss
+    torch.testing.assert_close(without, with_mask, rtol=1e-6, atol=1e-6)
+    ragged = collator.mask(collator.pad([{"input_ids": r[: 8 + i]} for i, r in enumerate(ids)]),
+                           torch.Generator().manual_seed(0))
+    assert "attention_mask" in ragged and not ragged["attention_mask"].all()

@@ -107,3 +107,16 @@ def test_train_args_validation():
         TrainArgs(lr_scheduler_type="step")
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainArgs(mixed_precision="fp8")
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_like_eager(tmp_path, run_script):
+    """--torch_compile true (inductor, here on the CPU) trains the toy model to the same weights as eager."""
+    common = ["--max_steps", "4", "--per_device_train_batch_size", "8", "--save_steps", "0", "--dropout", "0",
+              "--noise", "0", "--learning_rate", "1e-2", "--logging_steps", "2"]
+    run_script("tests/toy_fit.py", "--output_dir", tmp_path / "eager", *common)
+    run_script("tests/toy_fit.py", "--output_dir", tmp_path / "compiled", *common, "--torch_compile", "true")
+    eager, compiled = load_file(tmp_path / "eager/final.safetensors"), load_file(tmp_path / "compiled/final.safetensors")
+    assert eager.keys() == compiled.keys()
+    for k in eager:
+        torch.testing.assert_close(eager[k], compiled[k], atol=1e-5, rtol=1e-4)

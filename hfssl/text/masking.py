@@ -192,7 +192,9 @@ class MLMCollator:
                 f"feature {int(outside.any(dim=1).nonzero()[0])}: input_ids outside the tokenizer vocabulary "
                 f"[0, {self.vocab_size}); was the data tokenized with a different tokenizer?"
             )
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        # no_padding (a plain bool) tells mask() to drop the all-ones mask after use: SDPA then runs without a
+        # mask, the fast path on GPUs, and the common case once MLM-only rows are packed full
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "no_padding": min(lengths) == T}
         batch["token_type_ids"] = torch.zeros_like(input_ids)  # (B, T)
         if self._all_or_none(features, "token_type_ids"):
             types = [self._row(f, i, "token_type_ids") for i, f in enumerate(features)]
@@ -236,7 +238,10 @@ class MLMCollator:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]  # (B, T)
         chosen = self.choose_positions(input_ids, attention_mask, generator)  # (B, T)
         masked_ids, labels = self.replace(input_ids, chosen, generator)
-        return {**batch, "input_ids": masked_ids, "labels": labels}
+        out = {k: v for k, v in batch.items() if k != "no_padding"}
+        if batch.get("no_padding"):
+            del out["attention_mask"]  # all ones: the model attends everywhere without it
+        return {**out, "input_ids": masked_ids, "labels": labels}
 
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         if device not in self._device_tables:
