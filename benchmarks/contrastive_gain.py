@@ -10,8 +10,8 @@
    both scored on the 10,000 test images.
 4. With ``--transfer GLYPHS.npz`` (benchmarks/make_glyphs.py: letters in fonts, a domain no recipe saw):
    each method's exported folder is read as a user would, ``AutoImageProcessor`` + ``AutoModel``, and the
-   processor's pixels of the glyph images (resized straight to the backbone's input size, normalised with
-   the pretraining statistics) go through the plain model (``features()``: channels-last, no further
+   processor's pixels of the glyph images (read at their own 28 px, resized by the processor straight to
+   the backbone's input size and normalised with the pretraining statistics) go through the plain model (``features()``: channels-last, no further
    resizing); the same pixels through ``--random_seeds`` random inits of the same architecture give the
    baseline (mean +- sd). kNN bank / probe training set: the glyph training split; scored: its test split.
    ``--pretrained NAME=FOLDER`` evaluates existing exported folders instead of pretraining;
@@ -133,6 +133,9 @@ def main() -> None:
     p.add_argument("--small_image_upsample", type=int, default=2, help="must match the recipes' setting")
     p.add_argument("--preset", default="small", help="ResNet preset of the recipes and of the random baseline")
     p.add_argument("--transfer", type=Path, help="a labelled .npz of another domain (benchmarks/make_glyphs.py)")
+    p.add_argument("--transfer_image_size", type=int, default=28,
+                   help="side the transfer images are read at (their own: make_glyphs.py writes 28); the "
+                        "exported processor then resizes them to the backbone's input, as for a user")
     p.add_argument("--random_seeds", type=int, nargs="+", default=[42, 0, 1, 2, 3],
                    help="random inits averaged as the transfer baseline (42: the recipes' seed)")
     p.add_argument("--pretrained", nargs="*", default=[], metavar="NAME=FOLDER",
@@ -182,10 +185,11 @@ def main() -> None:
             results.append(row(name, evaluate_features(*feats[0], *feats[1], classes)))
     transfer_rows = []
     if args.transfer:
-        glyphs = load_images(ImageDataArgs(data=str(args.transfer), image_size=32))
+        glyphs = load_images(ImageDataArgs(data=str(args.transfer), image_size=args.transfer_image_size))
         print(glyphs.report, flush=True)
         transfer_rows = transfer(folders, glyphs, args)
-    print("\n| features | kNN (k=20) | linear probe | pretraining |\n| --- | --- | --- | --- |")
+    if results:
+        print("\n| features | kNN (k=20) | linear probe | pretraining |\n| --- | --- | --- | --- |")
     for r in results:
         minutes = f"{r['minutes']:.1f} min" if r["minutes"] else ""
         print(f"| {r['features']} | {100 * r['knn']:.1f} | {100 * r['linear_probe']:.1f} | {minutes} |")
