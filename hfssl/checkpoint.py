@@ -50,7 +50,7 @@ logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 # Settings a resume may change: how often to log / evaluate / save, where, how long, the learning rate,
 # workers and caches. Every other field of the recipe's settings defines the data or the model's shapes.
 FREE_TO_CHANGE = {"cache_dir", "num_proc", "preprocessing_num_proc", "num_pictures", "knn_k", "knn_bank_size",
-                  "linear_probe", "probe_max_images", "base_learning_rate", "collapse_threshold"}
+                  "linear_probe", "probe_max_images", "base_learning_rate", "collapse_threshold", "finetune_dropout"}
 TRAIN_DEFINING = ("seed", "per_device_train_batch_size", "gradient_accumulation_steps")
 
 

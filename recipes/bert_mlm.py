@@ -107,7 +107,10 @@ def main(argv=None):
             hyperparameters={**asdict(model_args), **asdict(nsp_args), **asdict(mask_args), **asdict(train_args),
                              "vocab_size": len(tokenizer)},
             metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png")
-        folder = save_model_folder(result.model.model, out / "model", tokenizer=tokenizer, card=card,
+        export = result.model.model
+        if model_args.finetune_dropout is not None:  # the config fine-tuning starts from (training is over)
+            export.config.hidden_dropout_prob = export.config.attention_probs_dropout_prob = model_args.finetune_dropout
+        folder = save_model_folder(export, out / "model", tokenizer=tokenizer, card=card,
                                    overwrite=train_args.overwrite_output_dir or train_args.resume,
                                    secrets=[hub_args.hub_token] if hub_args.hub_token else ())
         print(f"saved the pretrained model to {folder} (load it with AutoModelForMaskedLM / "

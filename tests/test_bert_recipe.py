@@ -56,6 +56,11 @@ def test_output_folder_loads_with_auto_classes(trained):
     folder = trained / "model"
     assert (folder / "model.safetensors").is_file() and not (folder / "pytorch_model.bin").exists()
     assert (folder / "README.md").read_text().startswith("---")
+    # pretrained without dropout (bert_tiny.yaml), exported with BERT's fine-tuning dropout (--finetune_dropout)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.1
+    card = (folder / "README.md").read_text()
+    assert "| hidden_dropout_prob | 0 |" in card and "| finetune_dropout | 0.1 |" in card
     saved = load_file(folder / "model.safetensors")
     expected_new = {AutoModelForMaskedLM: set(), BertForPreTraining: set(),
                     AutoModelForSequenceClassification: {"classifier.weight", "classifier.bias"},

@@ -40,6 +40,9 @@ class BertModelArgs:
     attention_probs_dropout_prob: float | None = field(
         default=None, metadata={"help": "dropout on attention probabilities; None keeps BERT's 0.1"}
     )
+    finetune_dropout: float | None = field(default=0.1, metadata={
+        "help": "dropout written into the exported config (hidden and attention), what fine-tuning then uses: "
+                "BERT's 0.1 whatever the pretraining dropout was; None keeps the pretraining values"})
     max_position_embeddings: int | None = field(default=None, metadata={
         "help": "longest sequence the model accepts (from scratch; default 512)"})
     sinusoidal_positions: float = field(
@@ -56,7 +59,7 @@ class BertModelArgs:
     def __post_init__(self) -> None:
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"--preset {self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "finetune_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"--{name} {value} must be in [0, 1)")
