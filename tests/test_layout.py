@@ -61,3 +61,35 @@ def test_entry_points_live_in_recipes_and_the_package_never_imports_them():
     recipes = {p.stem for p in (ROOT / "recipes").glob("*.py")}
     assert {"bert_mlm", "train_tokenizer", "mae", "contrastive", "finetune_text_classification", "finetune_qa",
             "finetune_image_classification"} <= recipes
+
+
+def defined_names(module: str) -> set[str]:
+    """Names a package module defines itself (functions, classes, assignments), not the ones it imports."""
+    path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.is_file():
+        path = ROOT / module.replace(".", "/") / "__init__.py"
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def test_tests_and_recipes_import_each_name_from_the_module_that_defines_it():
+    """No re-export shims: what is shared is imported from where it is defined."""
+    problems = []
+    for path in [*sorted((ROOT / "tests").glob("*.py")), *sorted((ROOT / "recipes").glob("*.py")),
+                 *sorted(PACKAGE.rglob("*.py"))]:
+        for line, imported, names in hfssl_imports(path):
+            if not names:
+                continue
+            defined = defined_names(imported)
+            for name in names:
+                submodule = ROOT / imported.replace(".", "/") / f"{name}.py"
+                if name not in defined and not submodule.is_file() and name != "*":
+                    problems.append(f"{path.relative_to(ROOT)}:{line} imports {name} from {imported}, which does not "
+                                    "define it")
+    assert not problems, "\n".join(problems)
