@@ -32,6 +32,9 @@ _METHOD_TEXT = {
     "bert-mlm": "masked language modelling, BERT's MLM objective without next sentence prediction "
     "([Devlin et al., 2019](https://arxiv.org/abs/1810.04805); RoBERTa's choice, "
     "[Liu et al., 2019](https://arxiv.org/abs/1907.11692))",
+    "electra": "replaced token detection, ELECTRA ([Clark et al., 2020](https://arxiv.org/abs/2003.10555)): a small "
+    "masked-language-model generator (exported as `generator/`) proposes replacements and the discriminator "
+    "(`model/`) learns to detect them",
     "mae": "masked autoencoding ([He et al., 2021](https://arxiv.org/abs/2111.06377))",
     "simclr": "contrastive learning, SimCLR ([Chen et al., 2020](https://arxiv.org/abs/2002.05709))",
     "moco": "momentum contrast, MoCo ([He et al., 2020](https://arxiv.org/abs/1911.05722); v2 "
@@ -45,7 +48,7 @@ class ModelCardInfo:
     """Everything the model card says about a trained model."""
 
     model_name: str  # shown as the title and used in the usage snippet: the Hub id when pushing
-    method: str  # "bert-mlm-nsp", "mae", "simclr", "moco", "byol", ...
+    method: str  # "bert-mlm", "bert-mlm-nsp", "electra", "mae", "simclr", "moco", "byol", ...
     base_model_type: str  # config.model_type of the exported model, e.g. "bert", "vit", "resnet"
     tags: list[str]
     datasets_description: str

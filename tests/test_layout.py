@@ -59,7 +59,7 @@ def test_entry_points_live_in_recipes_and_the_package_never_imports_them():
     for path in PACKAGE.rglob("*.py"):
         assert "recipes" not in {m.split(".")[0] for _, m, _ in hfssl_imports(path)}
     recipes = {p.stem for p in (ROOT / "recipes").glob("*.py")}
-    assert {"bert_mlm", "train_tokenizer", "mae", "contrastive", "finetune_text_classification", "finetune_qa",
+    assert {"bert_mlm", "electra", "train_tokenizer", "mae", "contrastive", "finetune_text_classification", "finetune_qa",
             "finetune_image_classification"} <= recipes
 
 
