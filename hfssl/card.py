@@ -59,6 +59,7 @@ class ModelCardInfo:
     usage: str | None = None  # a Python snippet; a default one is written when None
     datasets: list[str] | None = None  # Hub dataset ids, only when the data really is on the Hub
     report: str | Path | None = None  # the run's report.png: copied into the folder and shown in the card
+    notes: str | None = None  # advice for fine-tuning this checkpoint, shown under Training
 
 
 def known_secrets(extra: Iterable[str | None] = ()) -> set[str]:
@@ -177,7 +178,7 @@ with `Trainer`.
 
 - **Method:** `{card.method}`
 - **Data:** {card.datasets_description}
-
+{f"{chr(10)}{card.notes}{chr(10)}" if card.notes else ""}
 ### Hyperparameters
 
 {_table(_scrub(card.hyperparameters, known), ("hyperparameter", "value"))}

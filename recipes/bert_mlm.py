@@ -25,6 +25,10 @@ from hfssl.train import TrainArgs, fit, make_accelerator
 
 # What the recipe runs with no flags: recipes/configs/bert_tiny.yaml (its comments say why each value).
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "bert_tiny.yaml"
+MLM_ONLY_NOTE = ("**Fine-tuning note:** pretrained with MLM only, so no loss trained the `[CLS]` state or the "
+                 "pooler that `AutoModelForSequenceClassification` classifies from. Search the fine-tuning learning "
+                 "rate up to 2e-3 - 3e-3 for a small model (it re-routes `[CLS]`; measured in hfssl's "
+                 "docs/results.md, 'Transfer to tasks unlike topic classification'), or pretrain with `--nsp true`.")
 
 
 @dataclass
@@ -106,7 +110,8 @@ def main(argv=None):
             datasets_description=f"{corpus_args.corpus or 'embedded Jane Austen novels (public domain)'}; {report}",
             hyperparameters={**asdict(model_args), **asdict(nsp_args), **asdict(mask_args), **asdict(train_args),
                              "vocab_size": len(tokenizer)},
-            metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png")
+            metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png",
+            notes=None if nsp_args.nsp else MLM_ONLY_NOTE)
         export = result.model.model
         if model_args.finetune_dropout is not None:  # the config fine-tuning starts from (training is over)
             export.config.hidden_dropout_prob = export.config.attention_probs_dropout_prob = model_args.finetune_dropout

@@ -72,6 +72,7 @@ def test_continue_from_a_folder_keeps_every_weight_it_holds(kind, new_heads, cor
     # the folder's tokenizer is the one used and exported (no new vocabulary), sized for the model
     assert (out / "model/vocab.txt").read_text() == (folder / "vocab.txt").read_text()
     assert json.loads((out / "model/tokenizer_config.json").read_text())["model_max_length"] == 128
+    assert "Fine-tuning note" in (out / "model/README.md").read_text()  # MLM only (bert_continue.yaml)
     eval_loss = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "eval_mlm_loss" in x]
     assert eval_loss and eval_loss[-1]["eval_mlm_loss"] > 0
 

@@ -61,6 +61,7 @@ def test_output_folder_loads_with_auto_classes(trained):
     assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.1
     card = (folder / "README.md").read_text()
     assert "| hidden_dropout_prob | 0 |" in card and "| finetune_dropout | 0.1 |" in card
+    assert "Fine-tuning note" not in card  # trained with NSP (SMALL): [CLS] was trained
     saved = load_file(folder / "model.safetensors")
     expected_new = {AutoModelForMaskedLM: set(), BertForPreTraining: set(),
                     AutoModelForSequenceClassification: {"classifier.weight", "classifier.bias"},
