@@ -11,11 +11,14 @@
 4. With ``--transfer GLYPHS.npz`` (benchmarks/make_glyphs.py: letters in fonts, a domain no recipe saw):
    each method's exported folder is read as a user would, ``AutoImageProcessor`` + ``AutoModel``, and the
    processor's pixels of the glyph images (read at their own 28 px, resized by the processor straight to
-   the backbone's input size and normalised with the pretraining statistics) go through the plain model (``features()``: channels-last, no further
-   resizing); the same pixels through ``--random_seeds`` random inits of the same architecture give the
+   the backbone's input size and normalised with the pretraining statistics) go through the plain model
+   (``features()``: channels-last, no further resizing); the same pixels through ``--random_seeds`` random inits of the same architecture give the
    baseline (mean +- sd). kNN bank / probe training set: the glyph training split; scored: its test split.
    ``--pretrained NAME=FOLDER`` evaluates existing exported folders instead of pretraining;
    ``--transfer_only`` skips the in-domain part.
+
+The recipes run with their configs' settings: SimCLR's batch is 128 since issue 18 (docs/results.md); the
+30-minute table there ran SimCLR at 256 (``--recipe_args --per_device_train_batch_size 256 ...``).
 
     python benchmarks/contrastive_gain.py --threads 2 --methods simclr moco byol --recipe_args --max_steps 800
     python benchmarks/make_glyphs.py --out /tmp/glyphs.npz
