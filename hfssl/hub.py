@@ -74,8 +74,9 @@ def _fsync_tree(folder: Path) -> None:
     os.close(fd)
 
 
-def _publish(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` folder to ``target``, swapping out an old ``target`` if present."""
+def publish_folder(tmp: Path, target: Path) -> None:
+    """Move the finished ``tmp`` folder to ``target``, swapping out an old ``target`` if present (put back
+    if the rename fails): readers see the old folder or the new one, never a mix."""
     if not target.exists():
         os.rename(tmp, target)
         return
@@ -131,7 +132,7 @@ def save_model_folder(
             write_model_card(tmp, card, secrets=secrets)
         assert_no_secrets(tmp, known_secrets(secrets))
         _fsync_tree(tmp)
-        _publish(tmp, target)
+        publish_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -34,7 +34,7 @@ ROWS = {
     "flag of the wrong type": (MAE, lambda t: ["--max_steps", "ten"], ["--max_steps", "ten"]),
     "eval_fraction 1.5": (BERT, lambda t: ["--eval_fraction", 1.5], ["--eval_fraction", "1.5"]),
     "max_seq_length above the positions": (BERT, lambda t: ["--max_seq_length", 600],
-                                           ["--max_seq_length 600", "--max_position_embeddings 512"]),
+                                           ["--max_seq_length 600", "512 positions", "--max_position_embeddings"]),
     "save_total_limit 0": (BERT, lambda t: ["--save_total_limit", 0], ["--save_total_limit"]),
     "mlm_probability 1.5": (BERT, lambda t: ["--mlm_probability", 1.5], ["mlm_probability"]),
     "unknown BERT preset": (BERT, lambda t: ["--preset", "huge"], ["huge"]),

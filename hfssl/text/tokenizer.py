@@ -8,7 +8,6 @@ The trained pipeline is the original BERT one: BertNormalizer, BertPreTokenizer,
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
@@ -22,6 +21,7 @@ from tokenizers.models import WordPiece
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 
 from hfssl.errors import UserError
+from hfssl.hub import publish_folder
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
 
@@ -160,27 +160,11 @@ def publish_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: str | Path, *,
     tmp.mkdir()
     try:
         save_tokenizer(tokenizer, tmp)
-        _swap_into_place(tmp, target)
+        publish_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Rename the finished ``tmp`` to ``target``; an old ``target`` is moved aside first and deleted after
-    (put back if the rename fails)."""
-    if not target.exists():
-        os.rename(tmp, target)
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_tokenizer(folder: str | Path, model_max_length: int | None = None) -> PreTrainedTokenizerBase:
