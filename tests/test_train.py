@@ -28,6 +28,7 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow  # the fast suite kills inside checkpoint writes (test_faults.py); this kills between them
 def test_killed_run_resumes_to_identical_weights(tmp_path, run_script):
     """SIGKILL a run mid-way, resume it: the final weights equal an uninterrupted run's, bit for bit."""
     run_script("tests/toy_fit.py", "--output_dir", tmp_path / "straight", *TOY)
