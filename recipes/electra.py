@@ -7,7 +7,7 @@ Accelerator, seed -> data (main process first) -> masking transform -> model -> 
 discriminator, for fine-tuning) and OUTPUT/generator (a fill-mask model).
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from hfssl.card import ModelCardInfo
@@ -25,23 +25,13 @@ from hfssl.methods.electra import (
     pad_with_noise,
 )
 from hfssl.methods.electra_config import ElectraModelArgs, refuse_folder
-from hfssl.text.corpus import CorpusArgs, load_corpus
+from hfssl.text.corpus import CorpusArgs, EvalSplitArgs, load_corpus, split_documents
 from hfssl.text.masking import MaskingArgs, MLMCollator
 from hfssl.text.nsp import InstanceBuilder, NSPArgs, format_stats
 from hfssl.text.tokenizer import TokenizerArgs, get_or_train_tokenizer, save_tokenizer
 from hfssl.train import TrainArgs, fit, make_accelerator
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "electra_tiny.yaml"
-
-
-@dataclass
-class EvalSplitArgs:
-    eval_fraction: float = field(default=0.05, metadata={"help": "Fraction of documents held out for evaluation "
-                                                                  "(0: no evaluation)."})
-
-    def __post_init__(self):
-        if not 0 <= self.eval_fraction < 1:
-            raise ValueError(f"--eval_fraction must be in [0, 1), got {self.eval_fraction}")
 
 
 def main(argv=None):
@@ -62,11 +52,7 @@ def main(argv=None):
     with accelerator.main_process_first():
         documents, report = load_corpus(corpus_args)
         accelerator.print(report)
-        if len(documents) < 2 and split_args.eval_fraction > 0:
-            raise UserError(f"the corpus has {len(documents)} document, --eval_fraction {split_args.eval_fraction} "
-                            "needs at least 2 (set --document_separator, give more files, or --eval_fraction 0)")
-        split = (documents.train_test_split(test_size=split_args.eval_fraction, seed=train_args.seed)
-                 if split_args.eval_fraction > 0 else {"train": documents, "test": None})
+        split = split_documents(documents, split_args, seed=train_args.seed)
         saved_tokenizer = out / "tokenizer"
         tokenizer = get_or_train_tokenizer(
             tok_args.tokenizer_name_or_path or (str(saved_tokenizer) if saved_tokenizer.is_dir() else None),

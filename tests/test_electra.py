@@ -243,7 +243,7 @@ def run_recipe(*args):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """Six chapters of Persuasion, 6 steps with a checkpoint at 3 (dropout on, so resume checks the RNG too)."""
-    corpus = tmp_path_factory.mktemp("corpus")
+    corpus = tmp_path_factory.mktemp("electra_corpus")
     text = gzip.open(ROOT / "hfssl/data/austen/persuasion.txt.gz", "rt", encoding="utf-8").read()
     for i, chapter in enumerate(text.split("\nChapter ")[1:7]):
         (corpus / f"ch{i:02d}.txt").write_text(chapter.split("\n", 1)[1], encoding="utf-8")
@@ -298,7 +298,7 @@ def test_resume_from_a_checkpoint_reaches_the_same_weights(trained, tmp_path):
     shutil.rmtree(out / "checkpoints/step-6")
     shutil.rmtree(out / "model")
     shutil.rmtree(out / "generator")
-    corpus = next(a for a in (trained.parent.parent).glob("corpus*"))
+    corpus = next((trained.parent.parent).glob("electra_corpus*"))  # the fixture's own corpus
     proc = run_recipe("--corpus", corpus, "--output_dir", out, *SMALL, "--resume")
     assert "resumed from" in proc.stdout and "step-3" in proc.stdout
     for folder in ("model", "generator"):
@@ -314,7 +314,7 @@ def test_two_processes_train_and_evaluate_exactly_as_one(trained, tmp_path):
     held-out metrics, since the held-out masks and sampling noise are fixed before sharding."""
     import json
 
-    corpus = next(a for a in (trained.parent.parent).glob("corpus*"))
+    corpus = next((trained.parent.parent).glob("electra_corpus*"))  # the fixture's own corpus
     metrics = []
     for n in (1, 2):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",

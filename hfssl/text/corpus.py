@@ -246,3 +246,25 @@ def load_corpus(args: CorpusArgs) -> tuple[datasets.Dataset, CorpusReport]:
     return load_documents(corpus, text_field=args.text_field, document_separator=separator,
                           sentence_per_line=args.sentence_per_line, cache_dir=args.cache_dir,
                           num_proc=args.num_proc)
+
+
+@dataclass
+class EvalSplitArgs:
+    """How much of the corpus the text recipes hold out (whole documents) for held-out metrics."""
+
+    eval_fraction: float = field(default=0.05, metadata={"help": "Fraction of documents held out for evaluation "
+                                                                  "(0: no evaluation)."})
+
+    def __post_init__(self):
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"--eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+def split_documents(documents: datasets.Dataset, args: EvalSplitArgs, seed: int) -> dict:
+    """``{"train", "test"}`` by whole documents (``test`` None when ``eval_fraction`` is 0)."""
+    if args.eval_fraction == 0:
+        return {"train": documents, "test": None}
+    if len(documents) < 2:
+        raise UserError(f"the corpus has {len(documents)} document, --eval_fraction {args.eval_fraction} "
+                        "needs at least 2 (set --document_separator, give more files, or --eval_fraction 0)")
+    return documents.train_test_split(test_size=args.eval_fraction, seed=seed)
