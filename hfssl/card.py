@@ -32,6 +32,13 @@ _METHOD_TEXT = {
     "bert-mlm": "masked language modelling, BERT's MLM objective without next sentence prediction "
     "([Devlin et al., 2019](https://arxiv.org/abs/1810.04805); RoBERTa's choice, "
     "[Liu et al., 2019](https://arxiv.org/abs/1907.11692))",
+    "bert-mlm-cls-bow": "masked language modelling without next sentence prediction "
+    "([Devlin et al., 2019](https://arxiv.org/abs/1810.04805); [Liu et al., 2019](https://arxiv.org/abs/1907.11692)), "
+    "plus a `[CLS]` bag-of-words loss: the pooler output predicts the words of its row through the MLM head, so "
+    "the `[CLS]` state and the pooler that sequence classifiers read are trained",
+    "bert-mlm-nsp-cls-bow": "masked language modelling and next sentence prediction "
+    "([Devlin et al., 2019](https://arxiv.org/abs/1810.04805)), plus a `[CLS]` bag-of-words loss (the pooler "
+    "output predicts the words of its row through the MLM head)",
     "electra": "replaced token detection, ELECTRA ([Clark et al., 2020](https://arxiv.org/abs/2003.10555)): a small "
     "masked-language-model generator (exported as `generator/`) proposes replacements and the discriminator "
     "(`model/`) learns to detect them",

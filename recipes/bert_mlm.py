@@ -76,11 +76,12 @@ def main(argv=None):
     if eval_instances is not None:
         with accelerator.main_process_first():
             eval_instances = premask(eval_instances, collator, seed=train_args.seed)
+    objective = dict(nsp=nsp_args.nsp, cls_bow_weight=nsp_args.cls_bow_weight, special_ids=tokenizer.all_special_ids)
     if base is None:
-        model = BertPretrainer.from_args(model_args, len(tokenizer), tokenizer.pad_token_id, nsp=nsp_args.nsp)
+        model = BertPretrainer.from_args(model_args, len(tokenizer), tokenizer.pad_token_id, **objective)
         source = f"{model_args.preset or 'tiny'} from scratch"
     else:
-        model, new = BertPretrainer.from_folder(model_args.model_name_or_path, base, nsp=nsp_args.nsp)
+        model, new = BertPretrainer.from_folder(model_args.model_name_or_path, base, **objective)
         source = f"{model_args.model_name_or_path}, initialised (not in the folder): {', '.join(new) or 'none'}"
     accelerator.print(f"model: {source}; {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
                       f"vocabulary {len(tokenizer)}, {positions} positions")
@@ -91,13 +92,14 @@ def main(argv=None):
 
     if accelerator.is_main_process:
         card = ModelCardInfo(
-            model_name=hub_args.hub_model_id or out.name, method="bert-mlm-nsp" if nsp_args.nsp else "bert-mlm",
+            model_name=hub_args.hub_model_id or out.name,
+            method=("bert-mlm-nsp" if nsp_args.nsp else "bert-mlm") + ("-cls-bow" if nsp_args.cls_bow_weight else ""),
             base_model_type="bert", tags=["bert", "fill-mask", "pretraining"], pipeline_tag="fill-mask",
             datasets_description=f"{corpus_args.corpus or 'embedded Jane Austen novels (public domain)'}; {report}",
             hyperparameters={**asdict(model_args), **asdict(nsp_args), **asdict(mask_args), **asdict(train_args),
                              "vocab_size": len(tokenizer)},
             metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png",
-            notes=None if nsp_args.nsp else MLM_ONLY_NOTE)
+            notes=None if nsp_args.nsp or nsp_args.cls_bow_weight else MLM_ONLY_NOTE)
         export = result.model.model
         if model_args.finetune_dropout is not None:  # the config fine-tuning starts from (training is over)
             export.config.hidden_dropout_prob = export.config.attention_probs_dropout_prob = model_args.finetune_dropout

@@ -287,3 +287,38 @@ def test_sinusoidal_position_init_is_the_transformer_table_and_keeps_the_format(
     assert not info["missing_keys"] and not info["unexpected_keys"]
     plain = BertPretrainer.from_args(BertModelArgs(preset="tiny", max_position_embeddings=64), vocab_size=100)
     assert float(plain.model.bert.embeddings.position_embeddings.weight.detach().std()) < 0.03  # BERT's N(0, 0.02)
+
+
+def test_cls_bag_of_words_loss_matches_a_brute_force_count():
+    """[CLS] bag of words: HF's own pooler + MLM head on the [CLS] state, scored against the instance's
+    original words (masked positions count with their labels; specials and padding do not)."""
+    hf, _ = _pair(nsp=False)
+    special = (0, 1, 2, 3, 4)
+    ours = BertPretrainer(model=copy.deepcopy(hf), nsp=False, cls_bow_weight=0.5, special_ids=special)
+    batch = _batch(seed=2)
+    batch.pop("next_sentence_label")
+    batch["input_ids"][:, 0] = 2  # a [CLS] in front, a special token that must not count
+    out = ours(**batch)
+    ref = hf(**{k: v for k, v in batch.items() if k != "labels"})
+    hidden = hf.bert(batch["input_ids"], attention_mask=batch["attention_mask"],
+                     token_type_ids=batch["token_type_ids"]).pooler_output  # (B, H)
+    logp = F.log_softmax(hf.cls.predictions(hidden), -1)  # (B, V)
+    losses = []
+    for b in range(batch["input_ids"].shape[0]):
+        words = []
+        for t in range(batch["input_ids"].shape[1]):
+            if not batch["attention_mask"][b, t]:
+                continue
+            tok = int(batch["labels"][b, t]) if batch["labels"][b, t] != -100 else int(batch["input_ids"][b, t])
+            if tok not in special:
+                words.append(tok)
+        losses.append(-sum(logp[b, w] for w in words) / len(words))
+    bow = torch.stack(losses).mean()
+    V = ref.prediction_logits.shape[-1]
+    mlm = F.cross_entropy(ref.prediction_logits.reshape(-1, V), batch["labels"].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(out.bow_loss, bow, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.loss, mlm + 0.5 * bow, atol=1e-5, rtol=0)
+    out.loss.backward()  # the pooler now learns (MLM-only would freeze it); the NSP classifier stays frozen
+    assert all(p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0
+               for p in ours.model.bert.pooler.parameters())
+    assert all(not p.requires_grad for p in ours.model.cls.seq_relationship.parameters())

@@ -15,7 +15,7 @@ Paper: Devlin et al. 2019, BERT, https://arxiv.org/abs/1810.04805
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -97,6 +97,7 @@ class BertPretrainingOutput(ModelOutput):
     nsp_loss: torch.Tensor | None = None
     mlm_accuracy: torch.Tensor | None = None
     nsp_accuracy: torch.Tensor | None = None
+    bow_loss: torch.Tensor | None = None
     num_masked: torch.Tensor | None = None
 
 
@@ -106,34 +107,44 @@ class BertPretrainer(nn.Module):
     ``self.model`` is an unmodified ``BertForPreTraining``: save and export it with
     ``self.model.save_pretrained`` and every Auto* class loads it with the standard keys.
 
-    ``nsp=False`` is MLM-only pretraining (RoBERTa style): the pooler and the NSP classifier are
-    frozen (``requires_grad=False``) so that DistributedDataParallel needs no
+    ``nsp=False`` is MLM-only pretraining (RoBERTa style): the NSP classifier, and the pooler unless
+    ``cls_bow_weight`` > 0, are frozen (``requires_grad=False``) so that DistributedDataParallel needs no
     ``find_unused_parameters`` and the optimizer skips them; they stay in the checkpoint at their
     initial values, as with Hugging Face. With ``nsp=True`` a training batch must carry
     ``next_sentence_label``, otherwise those parameters would get no gradient and DDP would stop.
+    ``cls_bow_weight`` adds :meth:`forward_bow` (the pooler output predicts the row's words through the
+    MLM head) with that weight; ``special_ids`` are the token ids it leaves out.
     """
 
     def __init__(self, config: BertConfig | None = None, model: BertForPreTraining | None = None, *,
-                 nsp: bool = True) -> None:
+                 nsp: bool = True, cls_bow_weight: float = 0.0, special_ids: Sequence[int] = ()) -> None:
         super().__init__()
         if (config is None) == (model is None):
             raise ValueError("BertPretrainer needs exactly one of config= or model=")
         self.model = model if model is not None else BertForPreTraining(config)
         self.nsp = nsp
-        if not nsp:
-            for p in (*self.model.bert.pooler.parameters(), *self.model.cls.seq_relationship.parameters()):
-                p.requires_grad_(False)
+        self.cls_bow_weight = float(cls_bow_weight)
+        # token ids a bag of words leaves out ([CLS], [SEP], [PAD], [MASK], ...): a (V,) 0/1 mask
+        keep = torch.ones(self.model.config.vocab_size)
+        keep[list(special_ids)] = 0.0
+        self.register_buffer("bow_keep", keep, persistent=False)
+        frozen = [] if nsp else list(self.model.cls.seq_relationship.parameters())
+        if not nsp and not self.cls_bow_weight:
+            frozen += list(self.model.bert.pooler.parameters())
+        for p in frozen:
+            p.requires_grad_(False)
 
     @classmethod
-    def from_args(cls, args: BertModelArgs, vocab_size: int, pad_token_id: int = 0, *, nsp: bool = True):
-        """A fresh model for :class:`BertModelArgs` (config, then the optional sinusoidal position init)."""
-        model = cls(bert_config(args, vocab_size, pad_token_id), nsp=nsp)
+    def from_args(cls, args: BertModelArgs, vocab_size: int, pad_token_id: int = 0, *, nsp: bool = True, **objective):
+        """A fresh model for :class:`BertModelArgs` (config, then the optional sinusoidal position init);
+        ``objective``: ``cls_bow_weight`` / ``special_ids`` as in the constructor."""
+        model = cls(bert_config(args, vocab_size, pad_token_id), nsp=nsp, **objective)
         if args.sinusoidal_positions > 0:
             init_sinusoidal_positions(model.model.bert.embeddings.position_embeddings, args.sinusoidal_positions)
         return model
 
     @classmethod
-    def from_folder(cls, path, config: BertConfig, *, nsp: bool = True) -> tuple[BertPretrainer, list[str]]:
+    def from_folder(cls, path, config: BertConfig, *, nsp: bool = True, **objective) -> tuple[BertPretrainer, list[str]]:
         """Continue from a ``BertForPreTraining`` / ``BertForMaskedLM`` / ``BertModel`` folder (``config`` from
         :func:`hfssl.methods.bert_config.folder_config`), in float32 whatever the file's precision. Returns the
         model and the names of the weights the folder lacked (its missing heads, newly initialised)."""
@@ -142,7 +153,7 @@ class BertPretrainer(nn.Module):
         if info.get("mismatched_keys"):
             raise UserError(f"--model_name_or_path {path}: tensors of another shape than its config.json says: "
                             f"{', '.join(str(k) for k in info['mismatched_keys'][:5])}; re-create the folder")
-        return cls(model=model, nsp=nsp), sorted(info.get("missing_keys", []))
+        return cls(model=model, nsp=nsp, **objective), sorted(info.get("missing_keys", []))
 
     @property
     def config(self) -> BertConfig:
@@ -174,6 +185,23 @@ class BertPretrainer(nn.Module):
             accuracy = (logits.argmax(-1) == target).float().mean()
         return loss, accuracy
 
+    def forward_bow(self, pooled_output: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor,
+                    attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """[CLS] bag of words: the pooler output, through the MLM head, predicts the distribution of the
+        instance's original (unmasked) non-special tokens; soft cross-entropy, mean over the batch.
+
+        pooled_output: (B, H); input_ids, labels, attention_mask: (B, T). Rows without a word add 0.
+        """
+        original = torch.where(labels != IGNORE_INDEX, labels, input_ids)  # (B, T) the text before masking
+        weight = self.bow_keep[original]  # (B, T)
+        if attention_mask is not None:
+            weight = weight * attention_mask.to(weight.dtype)
+        counts = torch.zeros(original.shape[0], self.bow_keep.shape[0], device=original.device)  # (B, V)
+        counts.scatter_add_(1, original, weight)
+        target = counts / counts.sum(-1, keepdim=True).clamp(min=1.0)  # (B, V) rows sum to 1 (or 0)
+        logp = F.log_softmax(self.model.cls.predictions(pooled_output).float(), dim=-1)  # (B, V)
+        return -(target * logp).sum(-1).mean()
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -195,14 +223,17 @@ class BertPretrainer(nn.Module):
         out = self.model.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                               return_dict=True)
         mlm_loss, mlm_accuracy, num_masked = self.forward_mlm(out.last_hidden_state, labels)  # (B, T, H)
-        nsp_loss = nsp_accuracy = None
+        nsp_loss = nsp_accuracy = bow_loss = None
         loss = mlm_loss
         if next_sentence_label is not None:
             nsp_loss, nsp_accuracy = self.forward_nsp(out.pooler_output, next_sentence_label)  # (B, H)
-            loss = mlm_loss + nsp_loss
+            loss = loss + nsp_loss
+        if self.cls_bow_weight:
+            bow_loss = self.forward_bow(out.pooler_output, input_ids, labels, attention_mask)
+            loss = loss + self.cls_bow_weight * bow_loss
         return BertPretrainingOutput(
             loss=loss, mlm_loss=mlm_loss, nsp_loss=nsp_loss, mlm_accuracy=mlm_accuracy,
-            nsp_accuracy=nsp_accuracy, num_masked=num_masked,
+            nsp_accuracy=nsp_accuracy, num_masked=num_masked, bow_loss=bow_loss,
         )
 
 

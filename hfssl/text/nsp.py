@@ -65,6 +65,12 @@ class NSPArgs:
         metadata={"help": "Sentence pairs with next_sentence_label; False: MLM-only rows [CLS] x [SEP] packed "
                           "full across documents (RoBERTa's FULL-SENTENCES)."},
     )
+    cls_bow_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of a [CLS] bag-of-words loss: the pooler output predicts, through the MLM head, the "
+                          "instance's words, so [CLS] and the pooler that sequence classifiers read are trained "
+                          "(0: off)."},
+    )
     random_next_prob: float = field(
         default=0.5, metadata={"help": "Fraction of pairs whose B is a random segment of another document."}
     )
@@ -78,6 +84,8 @@ class NSPArgs:
         if self.max_seq_length < least:
             raise ValueError(f"--max_seq_length must be at least {least} (room for [CLS], [SEP] and the "
                              f"segment{'s' if self.nsp else ''}), got {self.max_seq_length}")
+        if self.cls_bow_weight < 0:
+            raise ValueError(f"--cls_bow_weight must be >= 0, got {self.cls_bow_weight}")
         for name in ("short_seq_prob", "random_next_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name} must be a probability in [0, 1], got {getattr(self, name)}")
