@@ -19,21 +19,34 @@ def no_decay(name: str, param: nn.Parameter) -> bool:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decayed matrices, and undecayed biases / norms. Frozen parameters are left out."""
-    decay, plain = [], []
+    """Two AdamW groups: decayed matrices, and undecayed biases / norms. Frozen parameters are left out.
+
+    A model may set ``lr_scales`` ``{submodule name: multiplier}`` (e.g. BYOL's ``{"predictor": 10.0}``): the
+    parameters under that name get two more groups whose ``lr_scale`` :func:`build_optimizer` multiplies into
+    their learning rate (the schedule then scales every group alike)."""
+    scales = {k: float(v) for k, v in (getattr(model, "lr_scales", None) or {}).items() if float(v) != 1.0}
+    groups = {(1.0, True): [], (1.0, False): []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (plain if no_decay(name, param) else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": plain, "weight_decay": 0.0},
-    ]
+        scale = next((v for k, v in scales.items() if name == k or name.startswith(k + ".")), 1.0)
+        groups.setdefault((scale, not no_decay(name, param)), []).append(param)
+    out = []
+    for (scale, decay), params in groups.items():
+        if scale != 1.0 and not params:
+            continue
+        group = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if scale != 1.0:
+            group["lr_scale"] = scale
+        out.append(group)
+    return out
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
     """AdamW over :func:`param_groups`, with the fused kernel where this torch build has one for the device."""
     groups = param_groups(model, weight_decay)
+    for group in groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     device = next(model.parameters()).device
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=device.type in ("cuda", "cpu"))

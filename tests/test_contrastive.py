@@ -15,7 +15,7 @@ from hfssl.methods.byol import BYOL
 from hfssl.methods.contrastive import CollapseGuard, SSLArgs, embedding_std
 from hfssl.methods.moco import MoCo
 from hfssl.methods.simclr import SimCLR
-from hfssl.optim import build_optimizer
+from hfssl.optim import build_optimizer, build_scheduler
 from hfssl.vision.backbones import BackboneArgs, build_backbone
 from hfssl.vision.probe import knn_predict, linear_probe
 
@@ -65,6 +65,31 @@ def test_byol_target_starts_equal_stays_out_of_the_optimizer_and_follows_the_ema
     model.step_end(1, 10)
     for b, t, o in zip(before, model.target.parameters(), model.online.parameters()):
         torch.testing.assert_close(t, 0.9 * b + 0.1 * o.detach())
+
+
+@pytest.mark.parametrize("method", ["byol", "moco_v3"])
+def test_pred_lr_scale_multiplies_the_predictor_learning_rate_through_the_schedule(method):
+    make = (lambda a: BYOL(backbone(), a)) if method == "byol" else (lambda a: MoCo(backbone(), a))
+    extra = {} if method == "byol" else {"moco_version": "v3"}
+    plain = build_optimizer(make(small(**extra)), 0.1, 0.01)
+    assert len(plain.param_groups) == 2 and all(g["lr"] == 0.1 for g in plain.param_groups)
+    model = make(small(pred_lr_scale=10.0, **extra))
+    opt = build_optimizer(model, 0.1, 0.01)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert len(lr_of) == sum(p.requires_grad for p in model.parameters())  # every trained parameter, once
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            expected = 1.0 if name.startswith("predictor.") else 0.1
+            assert lr_of[id(p)] == (pytest.approx(expected), 0.01 if p.ndim > 1 else 0.0), name
+    sched = build_scheduler(opt, "cosine", warmup=0.1, total_steps=10)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    scaled = [g["lr"] for g in opt.param_groups if g.get("lr_scale")]
+    base = [g["lr"] for g in opt.param_groups if not g.get("lr_scale")]
+    assert scaled and all(lr == pytest.approx(10 * base[0]) for lr in scaled) and 0 < base[0] < 0.1
+    with pytest.raises(ValueError, match="pred_lr_scale"):
+        small(pred_lr_scale=0.0)
 
 
 def test_byol_loss_is_symmetric_regression_on_the_target_projections():

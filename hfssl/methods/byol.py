@@ -25,6 +25,7 @@ class BYOL(SSLMethod):
         self.predictor = PredictionHead(args.proj_dim, args.pred_hidden_dim)
         self.target = make_target(self.online)  # no grad, never in the optimizer
         self.momentum = (args.momentum, args.momentum_final)
+        self.lr_scales = {"predictor": args.pred_lr_scale}  # read by hfssl.optim.param_groups
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, **_) -> SSLOutput:
         n = view1.shape[0]

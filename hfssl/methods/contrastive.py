@@ -30,6 +30,9 @@ class SSLArgs:
     proj_dim: int = field(default=128, metadata={"help": "Output size of the projector."})
     proj_layers: int = field(default=2, metadata={"help": "Linear layers in the projector."})
     pred_hidden_dim: int = field(default=512, metadata={"help": "Hidden width of the predictor (BYOL, MoCo v3)."})
+    pred_lr_scale: float = field(default=1.0, metadata={"help": "Learning-rate multiplier of the predictor (BYOL, "
+                                                               "MoCo v3): a predictor that learns faster than the "
+                                                               "encoder, as in SimSiam / DirectPred."})
     temperature: float = field(default=0.2, metadata={"help": "Softmax temperature (SimCLR, MoCo)."})
     moco_version: str = field(default="v2", metadata={"help": "MoCo: v2 (queue) or v3 (no queue, predictor)."})
     queue_size: int = field(default=4096, metadata={"help": "MoCo v2: negatives kept in the queue."})
@@ -53,6 +56,8 @@ class SSLArgs:
         for name in ("queue_size", "bn_splits", "proj_hidden_dim", "proj_dim", "proj_layers", "pred_hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not self.pred_lr_scale > 0:
+            raise ValueError(f"--pred_lr_scale must be > 0, got {self.pred_lr_scale}")
         if not self.collapse_threshold >= 0:
             raise ValueError(f"--collapse_threshold must be >= 0, got {self.collapse_threshold}")
 

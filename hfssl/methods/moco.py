@@ -41,6 +41,7 @@ class MoCo(SSLMethod):
         self.predictor = PredictionHead(args.proj_dim, args.pred_hidden_dim) if v3 else None
         self.key = make_target(self.query)
         self.momentum = (args.momentum, args.momentum_final)
+        self.lr_scales = {"predictor": args.pred_lr_scale} if v3 else {}  # read by hfssl.optim.param_groups
         if not v3:
             self.register_buffer("queue", F.normalize(torch.randn(args.queue_size, args.proj_dim), dim=1))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
