@@ -99,8 +99,12 @@ class ImageData:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. 16-bit and float images are scaled to 0..255; transparency goes onto white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    """Any PIL mode -> RGB; transparency goes onto white. 16-bit images are scaled by their bit depth (65535
+    is white, never the image's own maximum); 32-bit integer and float images as :func:`full_scale` says.
+    (Pillow itself reads 16-bit RGB PNGs as 8-bit RGB, keeping the high byte: the same scale.)"""
+    if image.mode.startswith("I;16"):
+        image = Image.fromarray(to_uint8(np.asarray(image), 65535.0), "L")
+    elif image.mode in ("I", "F"):
         image = Image.fromarray(to_uint8(np.asarray(image)), "L")
     if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
         rgba = image.convert("RGBA")
