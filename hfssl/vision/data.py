@@ -50,8 +50,8 @@ class ImageDataArgs:
                                    f"(default {DEFAULT_IMAGE_SIZE}, or the pretrained model's size)."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Held-out fraction when the data has no test split."})
     max_train_images: int | None = field(default=None, metadata={"help": "Use a random subset of the training images."})
-    normalize: str = field(default="dataset", metadata={"help": "Pixel mean/std: 'dataset' (from the training images) "
-                                                                "or 'imagenet'."})
+    normalize: str | None = field(default=None, metadata={"help": "Pixel mean/std: 'dataset' (from the training "
+                                  "images) or 'imagenet'; unset: the --model_name_or_path processor's, else 'dataset'."})
     num_proc: int | None = field(default=None, metadata={"help": "Processes for decoding images."})
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder (default: HF cache)."})
 
@@ -63,8 +63,8 @@ class ImageDataArgs:
                 raise ValueError(f"--{name} must be at least 1 (or unset), got {getattr(self, name)}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction={self.eval_fraction} must be in [0, 1)")
-        if self.normalize not in ("dataset", "imagenet"):
-            raise ValueError(f"normalize must be 'dataset' or 'imagenet', not {self.normalize!r}")
+        if self.normalize not in (None, "dataset", "imagenet"):
+            raise ValueError(f"--normalize must be 'dataset' or 'imagenet' (or unset), not {self.normalize!r}")
 
 
 @dataclass
@@ -252,8 +252,9 @@ def _pick(splits: dict, eval_split: bool) -> datasets.Dataset | None:
     return splits.get("train", next((d for s, d in splits.items() if s not in EVAL_SPLITS), None))
 
 
-def load_images(args: ImageDataArgs, seed: int = 0) -> ImageData:
-    """Read, decode (once, cached), split and describe the images of ``args``. Raises on empty data."""
+def load_images(args: ImageDataArgs, seed: int = 0, model_stats: tuple | None = None) -> ImageData:
+    """Read, decode (once, cached), split and describe the images of ``args``. Raises on empty data.
+    ``model_stats`` (mean, std): a pretrained model's normalisation, used when ``args.normalize`` is unset."""
     size = args.image_size or DEFAULT_IMAGE_SIZE
     splits, names, skipped = _read(args.data, args, size)
     source = args.data or "the embedded Fashion-MNIST subset"
@@ -271,7 +272,12 @@ def load_images(args: ImageDataArgs, seed: int = 0) -> ImageData:
         train, eval_ = parts["train"], parts["test"]
     if args.max_train_images and args.max_train_images < len(train):
         train = train.shuffle(seed=seed).select(range(args.max_train_images))
-    mean, std = channel_stats(train) if args.normalize == "dataset" else (IMAGENET_MEAN, IMAGENET_STD)
+    if args.normalize == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    elif args.normalize is None and model_stats is not None:
+        mean, std = tuple(model_stats[0]), tuple(model_stats[1])
+    else:
+        mean, std = channel_stats(train)
     report = ImageReport(source, len(train), len(eval_) if eval_ is not None else 0, skipped)
     return ImageData(train, eval_, names, size, mean, std, report)
 
