@@ -34,11 +34,11 @@ from hfssl.vision.backbones import (
     input_size,
     load_backbone,
 )
-from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, load_images, subset
+from hfssl.vision.data import ImageDataArgs, as_pixels, collate_images, load_images, subset
 from hfssl.vision.export import export_backbone
 from hfssl.vision.pretrained import read_model_folder
 from hfssl.vision.probe import KNNMonitor, MonitorArgs, as_hooks, frozen_evaluation
-from hfssl.vision.transforms import AugmentArgs
+from hfssl.vision.transforms import AugmentArgs, training_data
 from hfssl.vision.views import TwoViews, ViewArgs
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -88,7 +88,7 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
     labelled = data.label_names is not None and data.eval is not None and "label" in data.eval.column_names
     monitor = None
     if labelled:
-        monitor = KNNMonitor(subset(data.train, mon_args.knn_bank_size, train_args.seed).select_columns([PIXELS, "label"]),
+        monitor = KNNMonitor(as_pixels(subset(data.train, mon_args.knn_bank_size, train_args.seed), data.image_size),
                              data.mean, data.std, len(data.label_names), mon_args.knn_k)
     else:
         accelerator.print("no labels: no kNN monitor and no linear probe (pretraining itself never uses labels)")
@@ -98,17 +98,19 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
         m.step_end(step, total)  # momentum update of MoCo / BYOL targets (after the optimizer step)
         guard(m, step)
 
-    result = fit(accelerator, model, train_args, train_data=data.train.select_columns([PIXELS]),
-                 collate_fn=collate_images, transform=TwoViews(data.mean, data.std, crop_args, view_args),
-                 eval_data=data.eval.select_columns([PIXELS, "label"]) if monitor else None,
+    train_data, device_crop = training_data(data, crop_args, train_args.seed, views=2)  # encoded: crops in workers
+    result = fit(accelerator, model, train_args, train_data=train_data,
+                 collate_fn=collate_images, transform=TwoViews(data.mean, data.std, device_crop, view_args),
+                 eval_data=as_pixels(data.eval, data.image_size) if monitor else None,
                  on_step_end=on_step_end, settings=settings, **as_hooks(monitor))
 
     metrics = {**result.eval_metrics, "steps": result.step}
     if accelerator.is_main_process:
         backbone = result.model.backbone
         if labelled and mon_args.linear_probe:
-            bank = subset(data.train, mon_args.probe_max_images, 0)
-            final = frozen_evaluation(backbone, bank, data.eval, data.mean, data.std, len(data.label_names),
+            bank, test = as_pixels(subset(data.train, mon_args.probe_max_images, 0), data.image_size), as_pixels(
+                data.eval, data.image_size)
+            final = frozen_evaluation(backbone, bank, test, data.mean, data.std, len(data.label_names),
                                       mon_args.knn_k, progress=True)
             metrics.update({f"test_{k}": v for k, v in final.items()})
             print(f"frozen backbone features on {len(data.eval)} held-out images: kNN (k={mon_args.knn_k}, bank "
@@ -116,7 +118,7 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
             if mon_args.random_init_baseline:  # the same architecture and seed, untrained: what pretraining bought
                 random_init = copy.deepcopy(backbone)
                 random_init.load_state_dict(initial_state)
-                base = frozen_evaluation(random_init, bank, data.eval, data.mean, data.std, len(data.label_names),
+                base = frozen_evaluation(random_init, bank, test, data.mean, data.std, len(data.label_names),
                                          mon_args.knn_k, progress=True)
                 start = "loaded" if folder is not None else "random_init"  # with a folder: the model it started from
                 metrics.update({f"test_{start}_{k}": v for k, v in base.items()})

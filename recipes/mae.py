@@ -31,10 +31,10 @@ from hfssl.methods.mae import (
     with_fixed_noise,
 )
 from hfssl.train import TrainArgs, fit, make_accelerator
-from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, load_images, pixels_from_bytes
+from hfssl.vision.data import PIXELS, ImageDataArgs, as_pixels, collate_images, load_images, pixels_from_bytes
 from hfssl.vision.pictures import ReconstructionPictures
 from hfssl.vision.pretrained import read_model_folder
-from hfssl.vision.transforms import AugmentArgs, ImageViews
+from hfssl.vision.transforms import AugmentArgs, ImageViews, training_data
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "mae_tiny.yaml"
 
@@ -70,10 +70,11 @@ def main(argv=None):
         accelerator.print(f"continuing from {folder.path}; initialised (not in the folder): {', '.join(new) or 'none'}")
     else:
         model = MAEPretrainer(mae_config(mae_args, data.image_size))
-    views, plain = ImageViews(data.mean, data.std, aug_args), ImageViews(data.mean, data.std)
+    train_data, device_crop = training_data(data, aug_args, train_args.seed)  # encoded storage: cropped in workers
+    views, plain = ImageViews(data.mean, data.std, device_crop), ImageViews(data.mean, data.std)
     eval_set = pictures = None
     if data.eval is not None:
-        eval_set = with_fixed_noise(data.eval.select_columns([PIXELS]), model.num_patches, train_args.seed)
+        eval_set = as_pixels(with_fixed_noise(data.eval, model.num_patches, train_args.seed), data.image_size, ("noise",))
         if pic_args.num_pictures > 0:
             rows = eval_set[: pic_args.num_pictures]
             pictures = ReconstructionPictures(accelerator, pixels_from_bytes(rows[PIXELS]),
@@ -83,7 +84,7 @@ def main(argv=None):
                       f"parameters, {model.num_patches} patches of {patch}x{patch}, "
                       f"{mae_args.mask_ratio:.0%} dropped; pixel mean {data.mean}, std {data.std}")
 
-    result = fit(accelerator, model, train_args, train_data=data.train.select_columns([PIXELS]),
+    result = fit(accelerator, model, train_args, train_data=train_data,
                  collate_fn=collate_images, transform=MAEBatchTransform(views, model.num_patches),
                  eval_data=eval_set, eval_step=mae_eval_step(plain), eval_summary=mae_summary,
                  on_evaluate=pictures, settings=settings)
