@@ -204,3 +204,42 @@ def test_resumed_encoded_run_ends_bit_identical(folder, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(x)["step"] for x in (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_large_jpegs_decode_at_reduced_scale_and_rotated_ones_upright(tmp_path, monkeypatch):
+    """A 1600x1200 photograph-like JPEG cropped to 72 px is decoded at 1/8 scale (DCT scaling): the result stays
+    within a few grey levels of the full decode; an EXIF-rotated JPEG is cropped from its upright image."""
+    from hfssl.vision.encoded import centre_square, decode_crops, resized_crop_pil
+
+    rows, cols = np.indices((1200, 1600))
+    x = np.stack([127 + 120 * np.sin(rows / (40 + 9 * c)) * np.cos(cols / (55 + 7 * c)) for c in range(3)], -1)
+    buf = io.BytesIO()
+    Image.fromarray(x.astype(np.uint8)).save(buf, "JPEG", quality=95)
+    full = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    expected = resized_crop_pil(full, centre_square(1600, 1200), S, False)
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    decoded_at = []
+    draft = JpegImageFile.draft
+    def recording_draft(im, *args):
+        result = draft(im, *args)
+        decoded_at.append(im.size)  # the size the decoder will produce
+        return result
+
+    monkeypatch.setattr(JpegImageFile, "draft", recording_draft)
+    (got,) = decode_crops(buf.getvalue(), S, lambda w, h: [(None, False)])
+    assert decoded_at == [(200, 150)]  # 1/8 of 1600x1200: 1200/8 = 150 >= the 72-px crop
+    assert np.abs(got.astype(int) - expected.astype(int)).mean() < 2
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: upright is 90 degrees clockwise
+    Image.fromarray(x[:300, :200].astype(np.uint8)).save(rotated, "JPEG", quality=95, exif=exif)
+    upright = Image.open(io.BytesIO(rotated.getvalue()))
+    from PIL import ImageOps
+
+    upright = ImageOps.exif_transpose(upright).convert("RGB")
+    assert upright.size == (300, 200)
+    sizes = []
+    (got,) = decode_crops(rotated.getvalue(), S, lambda w, h: sizes.append((w, h)) or [((0, 0, 200, 100), True)])
+    assert sizes == [(300, 200)]
+    assert np.array_equal(got, resized_crop_pil(upright, (0, 0, 200, 100), S, True))

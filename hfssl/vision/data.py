@@ -33,9 +33,8 @@ from hfssl.vision.encoded import (
     ROW,
     SMALL_IMAGE,
     SOURCE,
+    decode_crops,
     encode_batch,
-    open_rgb,
-    resized_crop_pil,
     to_rgb,
 )
 
@@ -340,7 +339,7 @@ class DecodeInWorkers:
     def __init__(self, size: int):
         self.size = size
 
-    def draws(self, image: Image.Image, row: int) -> list[tuple]:
+    def draws(self, width: int, height: int, row: int) -> list[tuple]:
         """(box (top, left, h, w) or None for the centre square, flip) for each view of one image."""
         return [(None, False)]
 
@@ -349,8 +348,7 @@ class DecodeInWorkers:
         views = [[] for _ in range(self.views)]
         for data, row, source in zip(batch[ENCODED], batch[ROW], batch[SOURCE]):
             try:
-                image = open_rgb(data)
-                crops = [resized_crop_pil(image, box, self.size, flip) for box, flip in self.draws(image, row)]
+                crops = decode_crops(data, self.size, lambda w, h, row=row: self.draws(w, h, row))
             except Exception as err:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError, ...)
                 warnings.warn(f"{source} could not be decoded ({type(err).__name__}: {str(err)[:200]}); a grey image "
                               "stands in for it", stacklevel=2)

@@ -11,6 +11,7 @@ data set before step 1.
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -35,7 +36,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # no copy of an RGB image
 
 
 def open_rgb(data: bytes) -> Image.Image:
@@ -107,13 +108,34 @@ def encode_batch(batch: dict, indices: list[int], column: str, max_side: int | N
     return out
 
 
-def resized_crop_pil(image: Image.Image, box: tuple[int, int, int, int] | None, size: int, flip: bool) -> np.ndarray:
+def decode_crops(data: bytes, size: int, draws) -> list[np.ndarray]:
+    """Encoded bytes -> one ``(3, size, size)`` uint8 crop per ``draws(width, height)`` entry ``(box, flip)``
+    (:func:`resized_crop_pil`; box None: the centre square), on the upright (EXIF-rotated) image. A JPEG whose
+    crops are all at least twice ``size`` is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
+    ``Image.draft``): a 4000 x 3000 photograph is not decoded whole to give a 224-px crop."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.getexif().get(0x0112, 1) not in (0, 1):  # rotated: crops are drawn on the upright image
+            image = ImageOps.exif_transpose(image)
+        width, height = image.size
+        picks = [(box or centre_square(width, height), flip) for box, flip in draws(width, height)]
+        reduce = min(min(h, w) for (_, _, h, w), _ in picks) / size
+        if reduce >= 2 and image.format == "JPEG" and image.mode in ("RGB", "L"):
+            image.draft(image.mode, (math.ceil(width / reduce), math.ceil(height / reduce)))
+        scale = image.size[0] / width  # 1, or the DCT scale draft chose
+        rgb = to_rgb(image)
+        return [resized_crop_pil(rgb, tuple(v * scale for v in box), size, flip) for box, flip in picks]
+
+
+def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """(top, left, side, side) of the centre square of the shorter side."""
+    side = min(width, height)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def resized_crop_pil(image: Image.Image, box: tuple[float, float, float, float], size: int, flip: bool) -> np.ndarray:
     """``box`` (top, left, height, width) of ``image`` resized to ``size`` x ``size`` (PIL bilinear, antialiased
-    when shrinking, like torchvision's ``RandomResizedCrop`` on PIL images); ``box`` None: the centre square
-    of the shorter side. Returns ``(3, size, size)`` uint8; an image smaller than the crop is upscaled."""
-    if box is None:
-        side = min(image.size)
-        box = ((image.height - side) // 2, (image.width - side) // 2, side, side)
+    when shrinking, like torchvision's ``RandomResizedCrop`` on PIL images). Returns ``(3, size, size)`` uint8;
+    an image smaller than the crop is upscaled."""
     top, left, h, w = box
     out = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
     if flip:

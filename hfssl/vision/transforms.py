@@ -119,13 +119,13 @@ class EncodedCrops(DecodeInWorkers):
         super().__init__(size)
         self.crop, self.seed, self.epoch, self.views = crop, seed, epoch, views
 
-    def draws(self, image, row: int) -> list[tuple]:
+    def draws(self, width: int, height: int, row: int) -> list[tuple]:
         if not self.crop.augment:
             return [(None, False)] * self.views
         g = torch.Generator().manual_seed(crop_seed(self.seed, self.epoch, row))
         out = []
         for _ in range(self.views):
-            box = random_resized_crop_boxes(1, image.height, image.width, g,
+            box = random_resized_crop_boxes(1, height, width, g,
                                             (self.crop.crop_min_scale, self.crop.crop_max_scale))[0]
             out.append((tuple(box.tolist()), bool(torch.rand(1, generator=g) < self.crop.hflip)))
         return out
