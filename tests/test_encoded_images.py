@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -243,3 +244,26 @@ def test_large_jpegs_decode_at_reduced_scale_and_rotated_ones_upright(tmp_path, 
     (got,) = decode_crops(rotated.getvalue(), S, lambda w, h: sizes.append((w, h)) or [((0, 0, 200, 100), True)])
     assert sizes == [(300, 200)]
     assert np.array_equal(got, resized_crop_pil(upright, (0, 0, 200, 100), S, True))
+
+
+def test_worker_memory_does_not_grow_with_the_batches_it_sends(tmp_path):
+    """A DataLoader worker's private memory (RssAnon) stays flat over 60 batches. A plain torch.stack in the
+    collate leaked one batch per batch (here 1.2 MB each: +70 MB); default_collate's shared-memory stack does not."""
+    import psutil
+
+    def private_mb(pid: int) -> float:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(re.search(r"RssAnon:\s+(\d+)", status).group(1)) / 1024
+
+    for i in range(16):
+        (tmp_path / "f" / "a").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((120, 200, 3), 10 * i, np.uint8)).save(tmp_path / "f" / "a" / f"{i}.jpg")
+    data = load_images(ImageDataArgs(data=str(tmp_path / "f"), image_size=160, eval_fraction=0,
+                                     cache_dir=str(tmp_path / "cache")))
+    epoch_data, _ = training_data(data, AugmentArgs(), seed=0)
+    loader = DataLoader(epoch_data(0), batch_sampler=[list(range(16))] * 60, collate_fn=collate_images, num_workers=1)
+    sizes = []
+    for batch in loader:
+        assert batch[PIXELS].shape == (16, 3, 160, 160)
+        sizes.append(private_mb(psutil.Process().children()[0].pid))
+    assert sizes[-1] - sizes[10] < 20, sizes  # a batch a batch would be +59 MB

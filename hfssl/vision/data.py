@@ -26,6 +26,7 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from torch.utils.data import default_collate
 
 from hfssl.vision.arrays import arrays_to_pixels, idx_splits
 from hfssl.vision.encoded import (
@@ -374,7 +375,9 @@ def pixels_from_bytes(values: list) -> torch.Tensor:
     """Rows of ``pixel_values`` bytes (decoded storage) or ``(3, S, S)`` uint8 tensors (encoded storage, decoded
     by :class:`DecodeInWorkers`) -> ``(B, 3, S, S)`` uint8."""
     if isinstance(values[0], torch.Tensor):
-        return torch.stack(values)
+        # default_collate stacks straight into shared memory inside a DataLoader worker; a torch.stack there is
+        # copied into shared memory when sent, and the worker's private memory grew by a batch every batch
+        return default_collate(values)
     side = math.isqrt(len(values[0]) // 3)
     if 3 * side * side != len(values[0]):
         raise ValueError(f"pixel_values of {len(values[0])} bytes is not a (3, S, S) image")
