@@ -34,7 +34,7 @@ from hfssl.vision.backbones import (
     input_size,
     load_backbone,
 )
-from hfssl.vision.data import ImageDataArgs, as_pixels, collate_images, load_images, subset
+from hfssl.vision.data import ImageDataArgs, as_pixels, collate_images, load_images, settle, subset
 from hfssl.vision.export import export_backbone
 from hfssl.vision.pretrained import read_model_folder
 from hfssl.vision.probe import KNNMonitor, MonitorArgs, as_hooks, frozen_evaluation
@@ -58,6 +58,7 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
         folder = read_model_folder(bb_args.model_name_or_path, BACKBONE_FOLDER_TYPES, "recipes/contrastive.py")
         data_args.image_size = data_args.image_size or folder.image_size or folder.config.get("image_size")
         check_backbone_folder(bb_args, folder, data_args.image_size)
+    settle(data_args, model_stats=folder is not None and folder.mean is not None)  # what checkpoints record
     settings = run_settings(train_args, data_args, crop_args, view_args, bb_args, ssl_args)
     accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
@@ -128,7 +129,7 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
         card = ModelCardInfo(
             model_name=hub_args.hub_model_id or out.name, method=method, base_model_type=bb_args.backbone,
             tags=[bb_args.backbone, method, "image-feature-extraction"], pipeline_tag="image-feature-extraction",
-            datasets_description=f"{data.report}; images resized to {data.image_size}x{data.image_size} RGB",
+            datasets_description=f"{data.report}; images {'resized' if data.storage == 'decoded' else 'cropped from the originals'} to {data.image_size}x{data.image_size} RGB",
             hyperparameters={**asdict(ssl_args), **asdict(crop_args), **asdict(view_args), **asdict(bb_args),
                              **asdict(train_args), "image_size": data.image_size, "image_mean": data.mean,
                              "image_std": data.std},

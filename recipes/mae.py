@@ -31,7 +31,15 @@ from hfssl.methods.mae import (
     with_fixed_noise,
 )
 from hfssl.train import TrainArgs, fit, make_accelerator
-from hfssl.vision.data import PIXELS, ImageDataArgs, as_pixels, collate_images, load_images, pixels_from_bytes
+from hfssl.vision.data import (
+    PIXELS,
+    ImageDataArgs,
+    as_pixels,
+    collate_images,
+    load_images,
+    pixels_from_bytes,
+    settle,
+)
 from hfssl.vision.pictures import ReconstructionPictures
 from hfssl.vision.pretrained import read_model_folder
 from hfssl.vision.transforms import AugmentArgs, ImageViews, training_data
@@ -52,6 +60,7 @@ def main(argv=None):
         folder = read_model_folder(mae_args.model_name_or_path, MAE_FOLDER_TYPES, "recipes/mae.py")
         config = folder_mae_config(mae_args, folder, data_args.image_size)
         data_args.image_size = config.image_size
+    settle(data_args, model_stats=folder is not None and folder.mean is not None)  # what checkpoints record
     settings = run_settings(train_args, data_args, aug_args, mae_args)
     accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
@@ -93,7 +102,7 @@ def main(argv=None):
         card = ModelCardInfo(
             model_name=hub_args.hub_model_id or out.name, method="mae", base_model_type="vit",
             tags=["vit", "mae", "image-feature-extraction"], pipeline_tag="image-feature-extraction",
-            datasets_description=f"{data.report}; images resized to {data.image_size}x{data.image_size} RGB",
+            datasets_description=f"{data.report}; images {'resized' if data.storage == 'decoded' else 'cropped from the originals'} to {data.image_size}x{data.image_size} RGB",
             hyperparameters={**asdict(mae_args), **asdict(aug_args), **asdict(train_args),
                              "image_size": data.image_size, "image_mean": data.mean, "image_std": data.std},
             metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png")

@@ -51,6 +51,8 @@ ROWS = {
     "knn_k 0": (SSL, lambda t: ["--knn_k", 0], ["--knn_k"]),
     "negative learning rate": (MAE, lambda t: ["--learning_rate", -1], ["--learning_rate"]),
     "fp8 precision": (SSL, lambda t: ["--mixed_precision", "fp8"], ["--mixed_precision", "fp8"]),
+    "unknown storage": (MAE, lambda t: ["--storage", "png"], ["--storage", "png", "encoded"]),
+    "max_side 2": (SSL, lambda t: ["--max_side", 2], ["--max_side 2"]),
     "MAE from a BERT folder": (MAE, lambda t: ["--model_name_or_path", model_folder(t, model_type="bert")],
                                ["--model_name_or_path", "model_type 'bert'", "ViTMAEForPreTraining"]),
     "SimCLR from an MAE folder": (SSL, lambda t: ["--model_name_or_path", model_folder(t, model_type="vit_mae")],

@@ -267,3 +267,17 @@ def test_worker_memory_does_not_grow_with_the_batches_it_sends(tmp_path):
         assert batch[PIXELS].shape == (16, 3, 160, 160)
         sizes.append(private_mb(psutil.Process().children()[0].pid))
     assert sizes[-1] - sizes[10] < 20, sizes  # a batch a batch would be +59 MB
+
+
+def test_settings_record_the_resolved_storage_and_older_checkpoints_resume_on_the_decoded_path(tmp_path):
+    from hfssl.checkpoint import check_settings
+    from hfssl.errors import UserError
+    from hfssl.vision.data import settle
+
+    assert (settle(ImageDataArgs(image_size=224)).storage, settle(ImageDataArgs()).storage) == ("encoded", "decoded")
+    assert settle(ImageDataArgs()).normalize == "dataset" and settle(ImageDataArgs(), model_stats=True).normalize is None
+    before = {"seed": 1, "image_size": 32, "normalize": "dataset"}  # a checkpoint written before storage modes
+    now = {**before, "storage": "decoded", "max_side": None, "jpeg_quality": 90, "model_name_or_path": None}
+    check_settings(before, now, tmp_path)  # what those runs did: resumes
+    with pytest.raises(UserError, match="storage 'decoded' -> 'encoded'"):
+        check_settings(before, {**now, "storage": "encoded"}, tmp_path)

@@ -91,6 +91,16 @@ class ImageDataArgs:
             raise ValueError(f"--normalize must be 'dataset' or 'imagenet' (or unset), not {self.normalize!r}")
 
 
+def settle(args: ImageDataArgs, model_stats: bool = False) -> ImageDataArgs:
+    """Resolve the automatic choices of ``args`` before a recipe takes the settings its checkpoints store, so
+    they record what the run does: ``storage`` auto -> decoded / encoded (:func:`storage_for`), ``normalize``
+    unset -> 'dataset' unless a model folder gives statistics (``model_stats``)."""
+    args.storage = storage_for(args, args.image_size or DEFAULT_IMAGE_SIZE)
+    if args.normalize is None and not model_stats:
+        args.normalize = "dataset"
+    return args
+
+
 @dataclass
 class ImageReport:
     """What was read; printed so that nothing disappears unnoticed."""
