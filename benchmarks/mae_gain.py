@@ -123,7 +123,7 @@ def read_data(args, data: Path):
         xt, yt = (read_idx(next(data.glob(f"t10k-{k}-idx*"))) for k in ("images", "labels"))
         return (x_all, y_all, xt[: args.test_images], yt[: args.test_images].astype(np.int64), FASHION_MNIST_LABELS,
                 next(data.glob("train-images-idx3-ubyte*")))
-    decoded = load_images(ImageDataArgs(data=str(data), image_size=args.image_size, eval_fraction=0.0))
+    decoded = load_images(ImageDataArgs(data=str(data), image_size=args.image_size, eval_fraction=0.0, storage="decoded"))
     if decoded.label_names is None or decoded.eval is None:
         raise SystemExit(f"{data}: mae_gain needs labelled images with a test/validation split")
     test = decoded.eval.select(range(min(args.test_images, len(decoded.eval))))

@@ -52,6 +52,9 @@ logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 FREE_TO_CHANGE = {"cache_dir", "num_proc", "preprocessing_num_proc", "num_pictures", "knn_k", "knn_bank_size",
                   "linear_probe", "probe_max_images", "base_learning_rate", "collapse_threshold", "finetune_dropout"}
 TRAIN_DEFINING = ("seed", "per_device_train_batch_size", "gradient_accumulation_steps")
+# Settings added after checkpoints were first written, with the value that reproduces what runs did before them:
+# a checkpoint without the key resumes when the run has that value (image storage before encoded storage existed).
+BEFORE_ADDED = {"storage": "decoded", "max_side": None, "jpeg_quality": 90, "model_name_or_path": None}
 
 
 def run_settings(train_args, *defining) -> dict:
@@ -127,6 +130,7 @@ def check_settings(saved: dict | None, current: dict, where: Path) -> None:
     """Refuse a resume whose data- or shape-defining settings differ from the checkpoint's, naming each."""
     if saved is None:
         return  # a checkpoint from before settings were stored
+    saved = {**{k: v for k, v in BEFORE_ADDED.items() if k in current}, **saved}
     keys = sorted(set(saved) | set(current))
     diff = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
     if diff:

@@ -24,13 +24,21 @@ from hfssl.errors import UserError, run_cli
 from hfssl.heads import convert_sync_batchnorm
 from hfssl.hub import HubArgs, push_if_requested
 from hfssl.methods import contrastive_methods
-from hfssl.methods.contrastive import CollapseGuard, SSLArgs
+from hfssl.methods.contrastive import CollapseGuard, SSLArgs, new_parts
 from hfssl.train import TrainArgs, fit, make_accelerator
-from hfssl.vision.backbones import BackboneArgs, build_backbone, input_size
-from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, load_images, subset
+from hfssl.vision.backbones import (
+    BACKBONE_FOLDER_TYPES,
+    BackboneArgs,
+    build_backbone,
+    check_backbone_folder,
+    input_size,
+    load_backbone,
+)
+from hfssl.vision.data import ImageDataArgs, as_pixels, collate_images, load_images, settle, subset
 from hfssl.vision.export import export_backbone
+from hfssl.vision.pretrained import read_model_folder
 from hfssl.vision.probe import KNNMonitor, MonitorArgs, as_hooks, frozen_evaluation
-from hfssl.vision.transforms import AugmentArgs
+from hfssl.vision.transforms import AugmentArgs, training_data
 from hfssl.vision.views import TwoViews, ViewArgs
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -45,16 +53,29 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
         raise UserError(f"--per_device_train_batch_size {train_args.per_device_train_batch_size}: {method} needs at "
                         "least 2 images per process (batch-norm statistics of one image are undefined, and a "
                         "batch of one has no negatives); set it to 2 or more")
+    folder = None
+    if bb_args.model_name_or_path:  # continue from a model: its processor's size unless --image_size says otherwise
+        folder = read_model_folder(bb_args.model_name_or_path, BACKBONE_FOLDER_TYPES, "recipes/contrastive.py")
+        data_args.image_size = data_args.image_size or folder.image_size or folder.config.get("image_size")
+        check_backbone_folder(bb_args, folder, data_args.image_size)
+    settle(data_args, model_stats=folder is not None and folder.mean is not None)  # what checkpoints record
     settings = run_settings(train_args, data_args, crop_args, view_args, bb_args, ssl_args)
     accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
 
     with accelerator.main_process_first():
-        data = load_images(data_args, seed=train_args.seed)
+        data = load_images(data_args, seed=train_args.seed, model_stats=folder and folder.mean and (folder.mean, folder.std))
     accelerator.print(data.report)
-    backbone = build_backbone(bb_args, data.image_size)  # seeded by make_accelerator: the same init for every seed
-    initial_state = {k: v.detach().clone() for k, v in backbone.state_dict().items()}  # the random-init baseline
+    if folder is not None:
+        backbone, missing, unused = load_backbone(bb_args, folder, data.image_size)
+    else:
+        backbone = build_backbone(bb_args, data.image_size)  # seeded by make_accelerator: the same init for every seed
+    initial_state = {k: v.detach().clone() for k, v in backbone.state_dict().items()}  # the starting-point baseline
     model = contrastive_methods()[method](backbone, ssl_args)
+    if folder is not None:
+        heads = new_parts(model, backbone)
+        accelerator.print(f"continuing from {folder.path}; initialised (not in the folder): "
+                          f"{', '.join([*heads, *missing])}; left out of the folder: {', '.join(unused) or 'none'}")
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = convert_sync_batchnorm(model, accelerator)  # BN statistics over the global batch
     elif accelerator.num_processes > 1:  # torch's SyncBatchNorm has no CPU kernel
@@ -62,13 +83,13 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
                           "(SyncBatchNorm needs CUDA); MoCo's shuffle BN and the gathered negatives still apply")
     n_backbone = sum(p.numel() for p in model.backbone.parameters())
     accelerator.print(f"model: {method}{' ' + ssl_args.moco_version if method == 'moco' else ''} on a "
-                      f"{bb_args.backbone} {bb_args.preset} ({n_backbone / 1e6:.2f}M backbone parameters), "
+                      f"{bb_args.backbone} {bb_args.preset or folder.path} ({n_backbone / 1e6:.2f}M backbone parameters), "
                       f"images {data.image_size}px (backbone input {input_size(bb_args, data.image_size)}px)")
 
     labelled = data.label_names is not None and data.eval is not None and "label" in data.eval.column_names
     monitor = None
     if labelled:
-        monitor = KNNMonitor(subset(data.train, mon_args.knn_bank_size, train_args.seed).select_columns([PIXELS, "label"]),
+        monitor = KNNMonitor(as_pixels(subset(data.train, mon_args.knn_bank_size, train_args.seed), data.image_size),
                              data.mean, data.std, len(data.label_names), mon_args.knn_k)
     else:
         accelerator.print("no labels: no kNN monitor and no linear probe (pretraining itself never uses labels)")
@@ -78,17 +99,19 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
         m.step_end(step, total)  # momentum update of MoCo / BYOL targets (after the optimizer step)
         guard(m, step)
 
-    result = fit(accelerator, model, train_args, train_data=data.train.select_columns([PIXELS]),
-                 collate_fn=collate_images, transform=TwoViews(data.mean, data.std, crop_args, view_args),
-                 eval_data=data.eval.select_columns([PIXELS, "label"]) if monitor else None,
+    train_data, device_crop = training_data(data, crop_args, train_args.seed, views=2)  # encoded: crops in workers
+    result = fit(accelerator, model, train_args, train_data=train_data,
+                 collate_fn=collate_images, transform=TwoViews(data.mean, data.std, device_crop, view_args),
+                 eval_data=as_pixels(data.eval, data.image_size) if monitor else None,
                  on_step_end=on_step_end, settings=settings, **as_hooks(monitor))
 
     metrics = {**result.eval_metrics, "steps": result.step}
     if accelerator.is_main_process:
         backbone = result.model.backbone
         if labelled and mon_args.linear_probe:
-            bank = subset(data.train, mon_args.probe_max_images, 0)
-            final = frozen_evaluation(backbone, bank, data.eval, data.mean, data.std, len(data.label_names),
+            bank, test = as_pixels(subset(data.train, mon_args.probe_max_images, 0), data.image_size), as_pixels(
+                data.eval, data.image_size)
+            final = frozen_evaluation(backbone, bank, test, data.mean, data.std, len(data.label_names),
                                       mon_args.knn_k, progress=True)
             metrics.update({f"test_{k}": v for k, v in final.items()})
             print(f"frozen backbone features on {len(data.eval)} held-out images: kNN (k={mon_args.knn_k}, bank "
@@ -96,16 +119,17 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
             if mon_args.random_init_baseline:  # the same architecture and seed, untrained: what pretraining bought
                 random_init = copy.deepcopy(backbone)
                 random_init.load_state_dict(initial_state)
-                base = frozen_evaluation(random_init, bank, data.eval, data.mean, data.std, len(data.label_names),
+                base = frozen_evaluation(random_init, bank, test, data.mean, data.std, len(data.label_names),
                                          mon_args.knn_k, progress=True)
-                metrics.update({f"test_random_init_{k}": v for k, v in base.items()})
+                start = "loaded" if folder is not None else "random_init"  # with a folder: the model it started from
+                metrics.update({f"test_{start}_{k}": v for k, v in base.items()})
                 pct = lambda d, key: f"{100 * d[key + '_accuracy']:.1f} %"  # noqa: E731
-                print(f"random init kNN {pct(base, 'knn')} / probe {pct(base, 'linear_probe')} -> "
+                print(f"{start.replace('_', ' ')} kNN {pct(base, 'knn')} / probe {pct(base, 'linear_probe')} -> "
                       f"pretrained kNN {pct(final, 'knn')} / probe {pct(final, 'linear_probe')}")
         card = ModelCardInfo(
             model_name=hub_args.hub_model_id or out.name, method=method, base_model_type=bb_args.backbone,
             tags=[bb_args.backbone, method, "image-feature-extraction"], pipeline_tag="image-feature-extraction",
-            datasets_description=f"{data.report}; images resized to {data.image_size}x{data.image_size} RGB",
+            datasets_description=f"{data.report}; images {'resized' if data.storage == 'decoded' else 'cropped from the originals'} to {data.image_size}x{data.image_size} RGB",
             hyperparameters={**asdict(ssl_args), **asdict(crop_args), **asdict(view_args), **asdict(bb_args),
                              **asdict(train_args), "image_size": data.image_size, "image_mean": data.mean,
                              "image_std": data.std},

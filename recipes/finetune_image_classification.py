@@ -94,6 +94,8 @@ def main(argv=None) -> dict:
             raise UserError(f"--image_size {data_args.image_size} differs from the model's {size}; leave it unset")
         data_args.image_size = size
 
+    if data_args.storage == "auto":  # ClassificationTransform crops decoded squares (Trainer fetches in its workers)
+        data_args.storage = "decoded"
     with training_args.main_process_first(desc="decoding images"):
         data = load_images(data_args, seed=training_args.seed)
     print(data.report)

@@ -19,19 +19,30 @@ from hfssl.config import parse
 from hfssl.errors import run_cli
 from hfssl.hub import HubArgs, push_if_requested
 from hfssl.methods.mae import (
+    MAE_FOLDER_TYPES,
     MAEArgs,
     MAEBatchTransform,
     MAEPretrainer,
     export_vit,
+    folder_mae_config,
     mae_config,
     mae_eval_step,
     mae_summary,
     with_fixed_noise,
 )
 from hfssl.train import TrainArgs, fit, make_accelerator
-from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, load_images, pixels_from_bytes
+from hfssl.vision.data import (
+    PIXELS,
+    ImageDataArgs,
+    as_pixels,
+    collate_images,
+    load_images,
+    pixels_from_bytes,
+    settle,
+)
 from hfssl.vision.pictures import ReconstructionPictures
-from hfssl.vision.transforms import AugmentArgs, ImageViews
+from hfssl.vision.pretrained import read_model_folder
+from hfssl.vision.transforms import AugmentArgs, ImageViews, training_data
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "mae_tiny.yaml"
 
@@ -44,6 +55,12 @@ class PictureArgs:
 def main(argv=None):
     data_args, aug_args, mae_args, train_args, hub_args, pic_args = parse(
         ImageDataArgs, AugmentArgs, MAEArgs, TrainArgs, HubArgs, PictureArgs, args=argv, default_config=DEFAULT_CONFIG)
+    folder = config = None
+    if mae_args.model_name_or_path:  # continue from a model: its config and processor, read before any data work
+        folder = read_model_folder(mae_args.model_name_or_path, MAE_FOLDER_TYPES, "recipes/mae.py")
+        config = folder_mae_config(mae_args, folder, data_args.image_size)
+        data_args.image_size = config.image_size
+    settle(data_args, model_stats=folder is not None and folder.mean is not None)  # what checkpoints record
     settings = run_settings(train_args, data_args, aug_args, mae_args)
     accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
@@ -55,22 +72,28 @@ def main(argv=None):
     # Images: decoded once to fixed-size uint8 (cached by datasets); augmentation happens per step on the
     # device, and the evaluation set gets its masking noise drawn once, so every evaluation is comparable.
     with accelerator.main_process_first():
-        data = load_images(data_args, seed=train_args.seed)
+        data = load_images(data_args, seed=train_args.seed, model_stats=folder and folder.mean and (folder.mean, folder.std))
     accelerator.print(data.report)
-    model = MAEPretrainer(mae_config(mae_args, data.image_size))
-    views, plain = ImageViews(data.mean, data.std, aug_args), ImageViews(data.mean, data.std)
+    if folder is not None:
+        model, new = MAEPretrainer.from_folder(folder.path, config)
+        accelerator.print(f"continuing from {folder.path}; initialised (not in the folder): {', '.join(new) or 'none'}")
+    else:
+        model = MAEPretrainer(mae_config(mae_args, data.image_size))
+    train_data, device_crop = training_data(data, aug_args, train_args.seed)  # encoded storage: cropped in workers
+    views, plain = ImageViews(data.mean, data.std, device_crop), ImageViews(data.mean, data.std)
     eval_set = pictures = None
     if data.eval is not None:
-        eval_set = with_fixed_noise(data.eval.select_columns([PIXELS]), model.num_patches, train_args.seed)
+        eval_set = as_pixels(with_fixed_noise(data.eval, model.num_patches, train_args.seed), data.image_size, ("noise",))
         if pic_args.num_pictures > 0:
             rows = eval_set[: pic_args.num_pictures]
             pictures = ReconstructionPictures(accelerator, pixels_from_bytes(rows[PIXELS]),
                                               torch.tensor(rows["noise"]), plain, out)
-    accelerator.print(f"model: MAE {mae_args.preset}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-                      f"parameters, {model.num_patches} patches of {mae_args.patch_size}x{mae_args.patch_size}, "
+    patch = model.config.patch_size
+    accelerator.print(f"model: MAE {mae_args.preset or folder.path}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+                      f"parameters, {model.num_patches} patches of {patch}x{patch}, "
                       f"{mae_args.mask_ratio:.0%} dropped; pixel mean {data.mean}, std {data.std}")
 
-    result = fit(accelerator, model, train_args, train_data=data.train.select_columns([PIXELS]),
+    result = fit(accelerator, model, train_args, train_data=train_data,
                  collate_fn=collate_images, transform=MAEBatchTransform(views, model.num_patches),
                  eval_data=eval_set, eval_step=mae_eval_step(plain), eval_summary=mae_summary,
                  on_evaluate=pictures, settings=settings)
@@ -79,7 +102,7 @@ def main(argv=None):
         card = ModelCardInfo(
             model_name=hub_args.hub_model_id or out.name, method="mae", base_model_type="vit",
             tags=["vit", "mae", "image-feature-extraction"], pipeline_tag="image-feature-extraction",
-            datasets_description=f"{data.report}; images resized to {data.image_size}x{data.image_size} RGB",
+            datasets_description=f"{data.report}; images {'resized' if data.storage == 'decoded' else 'cropped from the originals'} to {data.image_size}x{data.image_size} RGB",
             hyperparameters={**asdict(mae_args), **asdict(aug_args), **asdict(train_args),
                              "image_size": data.image_size, "image_mean": data.mean, "image_std": data.std},
             metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png")

@@ -7,11 +7,12 @@ Rows run the recipe's ``main`` under :func:`hfssl.errors.run_cli` in this proces
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_inputs import assert_user_error, run_in_process, run_recipe, snapshot
+from bad_inputs import ROOT, assert_user_error, run_in_process, run_recipe, snapshot
 
 BERT, MAE, SSL = "bert_mlm.py", "mae.py", "contrastive.py"
 
@@ -50,7 +51,30 @@ ROWS = {
     "knn_k 0": (SSL, lambda t: ["--knn_k", 0], ["--knn_k"]),
     "negative learning rate": (MAE, lambda t: ["--learning_rate", -1], ["--learning_rate"]),
     "fp8 precision": (SSL, lambda t: ["--mixed_precision", "fp8"], ["--mixed_precision", "fp8"]),
+    "unknown storage": (MAE, lambda t: ["--storage", "png"], ["--storage", "png", "encoded"]),
+    "max_side 2": (SSL, lambda t: ["--max_side", 2], ["--max_side 2"]),
+    "MAE from a BERT folder": (MAE, lambda t: ["--model_name_or_path", model_folder(t, model_type="bert")],
+                               ["--model_name_or_path", "model_type 'bert'", "ViTMAEForPreTraining"]),
+    "SimCLR from an MAE folder": (SSL, lambda t: ["--model_name_or_path", model_folder(t, model_type="vit_mae")],
+                                  ["model_type 'vit_mae'", "ResNetModel"]),
+    "model folder without config.json": (SSL, lambda t: ["--model_name_or_path", t], ["--model_name_or_path",
+                                                                                      "no config.json"]),
+    "preset other than the folder's": (SSL, lambda t: ["--model_name_or_path", model_folder(t, **RESNET50), "--preset",
+                                                       "small"], ["--preset small", "--preset resnet50"]),
+    "MAE patch size other than the folder's": (MAE, lambda t: ["--model_name_or_path", model_folder(
+        t, model_type="vit_mae", patch_size=16), "--patch_size", "4", "--config", ROOT / "recipes/configs/mae_continue.yaml"],
+        ["--patch_size 4", "16", "leave patch_size unset"]),
 }
+RESNET50 = dict(model_type="resnet", layer_type="bottleneck", hidden_sizes=[256, 512, 1024, 2048], depths=[3, 4, 6, 3],
+                embedding_size=64)
+
+
+def model_folder(tmp: Path, **config) -> Path:
+    """A model folder with only its config.json: every check of these rows happens before any weight is read."""
+    folder = tmp / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
 
 
 @pytest.mark.parametrize("row", list(ROWS))

@@ -144,6 +144,43 @@ def test_npz_arrays_any_layout_and_test_split(tmp_path):
     assert (arrays_to_pixels(np.full((1, 4, 4, 4), [0, 0, 0, 0], np.uint8), 4, "t") == 255).all()  # clear -> white
 
 
+def _png16_rgb(arr: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG written by hand (``arr`` (H, W, 3) uint16): Pillow cannot write one."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w, _ = arr.shape
+    rows = b"".join(b"\0" + arr[i].astype(">u2").tobytes() for i in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_images_are_scaled_by_their_bit_depth_not_their_maximum(tmp_path):
+    """A dark 16-bit scan (values up to 255 of 65,535) must stay dark: 65535 is white, whatever the image holds."""
+    dark = np.arange(S * S, dtype=np.uint16).reshape(S, S) % 256  # 0 .. 255
+    expected = np.round(dark.astype(np.float64) * 255 / 65535).astype(np.uint8)  # 0 or 1
+    (tmp_path / "f" / "grey").mkdir(parents=True)
+    Image.fromarray(dark).save(tmp_path / "f" / "grey" / "x.png")
+    assert Image.open(tmp_path / "f" / "grey" / "x.png").mode == "I;16"
+    rgb = np.stack([dark, np.full_like(dark, 32896), np.full_like(dark, 65535)], -1)  # (S, S, 3)
+    (tmp_path / "f" / "rgb").mkdir()
+    (tmp_path / "f" / "rgb" / "x.png").write_bytes(_png16_rgb(rgb))
+    data = load_images(folder_args(tmp_path / "f"))
+    grey = _pixels(data, "grey")
+    assert (grey == expected).all() and grey.max() == 1  # scaled by its own maximum (255) it read 0..255
+    colour = _pixels(data, "rgb")  # Pillow keeps the high byte of each 16-bit sample: the same 65535 scale
+    assert (colour[0] == dark >> 8).all() and (colour[1] == 128).all() and (colour[2] == 255).all()
+    np.savez(tmp_path / "dark.npz", x=dark[None].repeat(2, 0))  # uint16 arrays too
+    arrays = load_images(ImageDataArgs(data=str(tmp_path / "dark.npz"), image_size=S, eval_fraction=0))
+    assert (pixels_from_bytes(arrays.train[PIXELS])[0].numpy() == expected).all()
+    np.savez(tmp_path / "huge.npz", x=np.full((2, S, S), 1e6, np.float32))
+    with pytest.raises(ValueError, match="1e.06.*0..65535"):
+        load_images(ImageDataArgs(data=str(tmp_path / "huge.npz"), image_size=S))
+
+
 def test_idx_files_read_like_the_format_says(tmp_path):
     images = np.arange(3 * 5 * 4, dtype=np.uint8).reshape(3, 5, 4)
     header = bytes([0, 0, 8, 3]) + (3).to_bytes(4, "big") + (5).to_bytes(4, "big") + (4).to_bytes(4, "big")

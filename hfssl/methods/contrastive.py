@@ -9,6 +9,7 @@ exported; features for kNN and the linear probe come from it, never from the pro
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -60,6 +61,18 @@ class SSLArgs:
             raise ValueError(f"--pred_lr_scale must be > 0, got {self.pred_lr_scale}")
         if not self.collapse_threshold >= 0:
             raise ValueError(f"--collapse_threshold must be >= 0, got {self.collapse_threshold}")
+
+
+def new_parts(model: nn.Module, backbone: nn.Module) -> list[str]:
+    """The modules of ``model`` a loaded ``backbone`` does not provide (projector, predictor), by name; momentum
+    copies of the backbone start from it, so they are not new."""
+    loaded = {id(p) for p in backbone.parameters()}
+    names = set()
+    for name, param in model.named_parameters():
+        if id(param) not in loaded and ".backbone." not in f".{name}":
+            head = re.match(r"^(.*?(?:projector|predictor))\.", name)
+            names.add(head.group(1) if head else name)
+    return sorted(names)
 
 
 @dataclass

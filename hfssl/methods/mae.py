@@ -38,8 +38,10 @@ from transformers import ViTConfig, ViTMAEConfig, ViTMAEForPreTraining, ViTModel
 from transformers.utils import ModelOutput
 
 from hfssl.card import ModelCardInfo
+from hfssl.errors import UserError
 from hfssl.hub import save_model_folder
 from hfssl.vision.export import vit_image_processor
+from hfssl.vision.pretrained import FolderModel, check_preset
 from hfssl.vision.transforms import ImageViews
 
 PRESETS: dict[str, dict[str, int]] = {
@@ -60,21 +62,30 @@ PRESETS: dict[str, dict[str, int]] = {
 class MAEArgs:
     """Which MAE to build (a size preset plus MAE's knobs) and its learning-rate rule."""
 
-    preset: str = field(default="tiny", metadata={"help": f"model size, one of {', '.join(PRESETS)}"})
-    patch_size: int = field(default=4, metadata={"help": "Patch side in pixels (image_size must be a multiple)."})
+    preset: str | None = field(default=None, metadata={"help": f"model size, one of {', '.join(PRESETS)} "
+                               "(default tiny; with --model_name_or_path: the folder's)"})
+    patch_size: int | None = field(default=None, metadata={"help": "Patch side in pixels (image_size must be a "
+                                   "multiple; default 4; with --model_name_or_path: the folder's)."})
     mask_ratio: float = field(default=0.75, metadata={"help": "Fraction of patches hidden from the encoder."})
     norm_pix_loss: bool = field(default=True, metadata={"help": "Target: pixels normalised within each patch."})
     decoder_hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's decoder width."})
     decoder_num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the decoder depth."})
     base_learning_rate: float = field(default=1.5e-4, metadata={"help": "MAE's rule: learning_rate = base_learning_rate"
                                       " x total batch / 256 (0: use --learning_rate as given)."})
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "a local ViTMAEForPreTraining folder to continue from (the Hub's facebook/vit-mae-base layout): its "
+                "config defines the model, its processor the image size and normalisation; missing parts are "
+                "initialised and listed"})
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
+        if not self.model_name_or_path:  # from scratch: the defaults; a folder defines its own shapes
+            self.preset = "tiny" if self.preset is None else self.preset
+            self.patch_size = 4 if self.patch_size is None else self.patch_size
+        if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"preset={self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
         if not 0 <= self.mask_ratio < 1:
             raise ValueError(f"mask_ratio={self.mask_ratio} must be in [0, 1)")
-        if self.patch_size < 1:
+        if self.patch_size is not None and self.patch_size < 1:
             raise ValueError(f"--patch_size must be at least 1, got {self.patch_size}")
         if not self.base_learning_rate >= 0:
             raise ValueError(f"--base_learning_rate must be >= 0 (0: use --learning_rate), got {self.base_learning_rate}")
@@ -85,9 +96,10 @@ class MAEArgs:
 
 def mae_config(args: MAEArgs, image_size: int) -> ViTMAEConfig:
     """The ``ViTMAEConfig`` of ``args`` for square RGB images of side ``image_size``."""
-    if image_size % args.patch_size:
-        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {args.patch_size}")
-    sizes = dict(PRESETS[args.preset])
+    patch_size = args.patch_size or 4
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+    sizes = dict(PRESETS[args.preset or "tiny"])
     for key in ("decoder_hidden_size", "decoder_num_hidden_layers"):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
@@ -95,8 +107,29 @@ def mae_config(args: MAEArgs, image_size: int) -> ViTMAEConfig:
                          (sizes["decoder_hidden_size"], sizes["decoder_num_attention_heads"])):
         if width % heads or width % 4:
             raise ValueError(f"width {width} must be a multiple of 4 and of its {heads} attention heads")
-    return ViTMAEConfig(**sizes, image_size=image_size, patch_size=args.patch_size, num_channels=3,
+    return ViTMAEConfig(**sizes, image_size=image_size, patch_size=patch_size, num_channels=3,
                         mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss, layer_norm_eps=1e-6)
+
+
+MAE_FOLDER_TYPES = {"vit_mae": "ViTMAEForPreTraining"}
+
+
+def folder_mae_config(args: MAEArgs, folder: FolderModel, image_size: int | None) -> ViTMAEConfig:
+    """The ``ViTMAEConfig`` of a ``--model_name_or_path`` folder (:func:`hfssl.vision.pretrained.read_model_folder`)
+    with this run's ``mask_ratio`` and ``norm_pix_loss`` (training choices, not shapes). A preset, patch size,
+    decoder size or image size other than the folder's is an error naming both values."""
+    raw = folder.config
+    shapes = {k: raw.get(k) for k in PRESETS["tiny"]}
+    check_preset(args.preset, PRESETS, shapes, folder, f"encoder {raw.get('num_hidden_layers')} x "
+                 f"{raw.get('hidden_size')}, decoder {raw.get('decoder_num_hidden_layers')} x {raw.get('decoder_hidden_size')}")
+    for name, value in (("patch_size", args.patch_size), ("decoder_hidden_size", args.decoder_hidden_size),
+                        ("decoder_num_hidden_layers", args.decoder_num_hidden_layers), ("image_size", image_size)):
+        if value is not None and value != raw.get(name):
+            raise UserError(f"--{name} {value} differs from the {raw.get(name)} of --model_name_or_path "
+                            f"{folder.path}: the folder defines the model; leave {name} unset")
+    config = ViTMAEConfig.from_pretrained(str(folder.path))
+    config.mask_ratio, config.norm_pix_loss = args.mask_ratio, args.norm_pix_loss
+    return config
 
 
 def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
@@ -146,6 +179,21 @@ class MAEPretrainer(nn.Module):
         self.config = config
         self.model = ViTMAEForPreTraining(config)
         init_mae_weights(self.model)
+
+    @classmethod
+    def from_folder(cls, path, config: ViTMAEConfig) -> tuple[MAEPretrainer, list[str]]:
+        """Continue from a ``ViTMAEForPreTraining`` (or encoder-only ``ViTMAEModel``) folder, in float32: every
+        tensor the folder holds is loaded; what it lacks keeps MAE's initialisation (:func:`init_mae_weights`,
+        not transformers' zeroed position tables). Returns the model and the names of the parts it lacked."""
+        model = cls(config)
+        loaded, info = ViTMAEForPreTraining.from_pretrained(str(path), config=config, dtype=torch.float32,
+                                                           output_loading_info=True)
+        if info.get("mismatched_keys"):
+            raise UserError(f"--model_name_or_path {path}: tensors of another shape than its config.json says: "
+                            f"{', '.join(str(k) for k in list(info['mismatched_keys'])[:5])}; re-create the folder")
+        missing = set(info.get("missing_keys", []))
+        model.model.load_state_dict({k: v for k, v in loaded.state_dict().items() if k not in missing}, strict=False)
+        return model, sorted(missing)
 
     @property
     def num_patches(self) -> int:

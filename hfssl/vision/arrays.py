@@ -14,14 +14,28 @@ import numpy as np
 from PIL import Image
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Any numbers -> uint8: the first of 1, 255, 65535 (else the maximum) that holds them maps to 255."""
-    if arr.dtype == np.uint8:
+def full_scale(arr: np.ndarray) -> float:
+    """The value that means white for ``arr``: its bit depth for integer images (uint16: 65535, whatever the
+    image holds, so a dark 16-bit scan stays dark), the first of 1, 255, 65535 that holds float values."""
+    if arr.dtype == np.bool_:
+        return 1.0
+    if np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize <= 2:
+        return float(np.iinfo(arr.dtype).max)  # uint8 255, uint16 65535, int16 32767
+    top = float(arr.max(initial=0.0))
+    ladder = (255.0, 65535.0, 4294967295.0) if np.issubdtype(arr.dtype, np.integer) else (1.0, 255.0, 65535.0)
+    scale = next((s for s in ladder if top <= s), None)
+    if scale is None:
+        raise ValueError(f"pixel values reach {top:g}, beyond any image bit depth; scale them to 0..1, 0..255 or "
+                         "0..65535")
+    return scale
+
+
+def to_uint8(arr: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """Any numbers -> uint8, ``scale`` (default :func:`full_scale`: the bit depth) mapping to 255."""
+    if arr.dtype == np.uint8 and scale in (None, 255):
         return arr
-    arr = arr.astype(np.float64)
-    top = max(float(arr.max(initial=0.0)), 1e-12)
-    scale = next((s for s in (1.0, 255.0, 65535.0) if top <= s), top)
-    return np.clip(arr * (255.0 / scale), 0, 255).round().astype(np.uint8)
+    scale = full_scale(arr) if scale is None else scale
+    return np.clip(arr.astype(np.float64) * (255.0 / scale), 0, 255).round().astype(np.uint8)
 
 
 def read_idx(path: str | Path) -> np.ndarray:

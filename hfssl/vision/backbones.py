@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
+from hfssl.errors import UserError
+from hfssl.vision.pretrained import FolderModel, check_preset
+
 RESNET_PRESETS = {  # (layer_type, hidden_sizes, depths, embedding_size)
     "tiny": ("basic", [16, 32, 64, 128], [1, 1, 1, 1], 16),
     "small": ("basic", [32, 64, 128, 256], [1, 1, 1, 1], 32),
@@ -44,19 +47,25 @@ class BackboneArgs:
     """Which transformers encoder to pretrain."""
 
     backbone: str = field(default="resnet", metadata={"help": "resnet or vit."})
-    preset: str = field(default="small", metadata={"help": f"resnet: {', '.join(RESNET_PRESETS)}; "
-                                                         f"vit: {', '.join(VIT_PRESETS)}."})
+    preset: str | None = field(default=None, metadata={"help": f"resnet: {', '.join(RESNET_PRESETS)}; vit: "
+                               f"{', '.join(VIT_PRESETS)} (default small; with --model_name_or_path: the folder's)."})
     small_image_stem: bool = field(default=True, metadata={
         "help": "ResNet on images <= 64 px: upsample before the fixed 7x7/2 + max-pool stem."})
     small_image_upsample: int = field(default=SMALL_IMAGE_UPSAMPLE, metadata={
         "help": "The upsampling factor of small_image_stem: 4 undoes the stem's stride; 2 costs 4x less."})
     vit_pooling: str = field(default="cls", metadata={"help": "ViT features: cls token or mean of patches."})
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "a local ResNetModel / ResNetForImageClassification / ViTModel folder to continue from (the Hub's "
+                "microsoft/resnet-50 layout): it defines the backbone, its processor the image size and "
+                "normalisation; the heads are new (listed), a classifier in the folder is left out"})
 
     def __post_init__(self):
         presets = {"resnet": RESNET_PRESETS, "vit": VIT_PRESETS}.get(self.backbone)
         if presets is None:
             raise ValueError(f"backbone must be resnet or vit, not {self.backbone!r}")
-        if self.preset not in presets:
+        if self.preset is None and not self.model_name_or_path:
+            self.preset = "small"
+        if self.preset is not None and self.preset not in presets:
             raise ValueError(f"unknown {self.backbone} preset {self.preset!r}; choose from {', '.join(presets)}")
         if self.vit_pooling not in ("cls", "mean"):
             raise ValueError(f"vit_pooling must be cls or mean, not {self.vit_pooling!r}")
@@ -76,6 +85,8 @@ def build_backbone(args: BackboneArgs, image_size: int) -> PreTrainedModel:
     ``image_size`` pixels (the data's size; a ViT's position table depends on it)."""
     if image_size < 1:
         raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if args.model_name_or_path:
+        raise ValueError("build_backbone builds a new backbone; a --model_name_or_path folder's is load_backbone()")
     if args.backbone == "resnet":
         layer_type, hidden_sizes, depths, embedding_size = RESNET_PRESETS[args.preset]
         config = ResNetConfig(layer_type=layer_type, hidden_sizes=hidden_sizes, depths=depths,
@@ -93,6 +104,48 @@ def build_backbone(args: BackboneArgs, image_size: int) -> PreTrainedModel:
     model.config.hfssl_upsample_to = side if side != image_size else None
     model.config.hfssl_vit_pooling = args.vit_pooling
     return model
+
+
+BACKBONE_FOLDER_TYPES = {"resnet": "ResNetModel / ResNetForImageClassification",
+                         "vit": "ViTModel / ViTForImageClassification"}
+
+
+def check_backbone_folder(args: BackboneArgs, folder: FolderModel, image_size: int | None) -> None:
+    """Before any data work: a backbone kind, preset or ViT image size other than the ``--model_name_or_path``
+    folder's (read by :func:`hfssl.vision.pretrained.read_model_folder`) is an error naming both values."""
+    kind, raw = folder.model_type, folder.config
+    if args.backbone != kind:
+        raise UserError(f"--backbone {args.backbone} conflicts with --model_name_or_path {folder.path}, a {kind} "
+                        f"folder; set --backbone {kind}")
+    if kind == "resnet":
+        shapes = (raw.get("layer_type"), raw.get("hidden_sizes"), raw.get("depths"), raw.get("embedding_size"))
+        check_preset(args.preset, RESNET_PRESETS, shapes, folder,
+                     f"{shapes[0]} blocks, depths {shapes[2]}, widths {shapes[1]}")
+        return
+    shapes = (raw.get("hidden_size"), raw.get("num_hidden_layers"), raw.get("num_attention_heads"), raw.get("patch_size"))
+    check_preset(args.preset, VIT_PRESETS, shapes, folder, f"{shapes[1]} layers x {shapes[0]}, patch {shapes[3]}")
+    if image_size is not None and image_size != raw.get("image_size"):
+        raise UserError(f"--image_size {image_size} differs from the {raw.get('image_size')} of the ViT in "
+                        f"--model_name_or_path {folder.path} (its position table); leave image_size unset")
+
+
+def load_backbone(args: BackboneArgs, folder: FolderModel, image_size: int) -> tuple[PreTrainedModel, list, list]:
+    """The ``ResNetModel`` / ``ViTModel`` of a ``--model_name_or_path`` folder, in float32, set up like
+    :func:`build_backbone` (checked by :func:`check_backbone_folder` first). Returns (model, tensors it lacked,
+    initialised; tensors of the folder left out, such as a classifier)."""
+    check_backbone_folder(args, folder, image_size)
+    if folder.model_type == "resnet":
+        model, info = ResNetModel.from_pretrained(str(folder.path), dtype=torch.float32, output_loading_info=True)
+    else:
+        model, info = ViTModel.from_pretrained(str(folder.path), add_pooling_layer=False, dtype=torch.float32,
+                                               output_loading_info=True)
+    if info.get("mismatched_keys"):
+        raise UserError(f"--model_name_or_path {folder.path}: tensors of another shape than its config.json says: "
+                        f"{', '.join(str(k) for k in list(info['mismatched_keys'])[:5])}; re-create the folder")
+    side = input_size(args, image_size)
+    model.config.hfssl_upsample_to = side if side != image_size else None
+    model.config.hfssl_vit_pooling = args.vit_pooling
+    return model, sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", []))
 
 
 def feature_dim(model: PreTrainedModel) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,10 +26,21 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from torch.utils.data import default_collate
 
-from hfssl.vision.arrays import arrays_to_pixels, idx_splits, to_uint8
+from hfssl.vision.arrays import arrays_to_pixels, idx_splits
+from hfssl.vision.encoded import (
+    ENCODED,
+    ROW,
+    SMALL_IMAGE,
+    SOURCE,
+    decode_crops,
+    encode_batch,
+    to_rgb,
+)
 
 PIXELS = "pixel_values"
+PIXELS_2 = "pixel_values_2"  # a second crop of each image (contrastive views, encoded storage)
 DEFAULT_IMAGE_SIZE = 32
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                         "Ankle boot"]
@@ -50,8 +62,14 @@ class ImageDataArgs:
                                    f"(default {DEFAULT_IMAGE_SIZE}, or the pretrained model's size)."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Held-out fraction when the data has no test split."})
     max_train_images: int | None = field(default=None, metadata={"help": "Use a random subset of the training images."})
-    normalize: str = field(default="dataset", metadata={"help": "Pixel mean/std: 'dataset' (from the training images) "
-                                                                "or 'imagenet'."})
+    normalize: str | None = field(default=None, metadata={"help": "Pixel mean/std: 'dataset' (from the training "
+                                  "images) or 'imagenet'; unset: the --model_name_or_path processor's, else 'dataset'."})
+    storage: str = field(default="auto", metadata={"help": "'decoded': every image decoded once to image_size x "
+                         "image_size pixels (arrays, IDX, small images); 'encoded': the files' bytes kept, decoded and "
+                         f"cropped from the original in the loader's workers; 'auto': decoded up to {SMALL_IMAGE} px."})
+    max_side: int | None = field(default=None, metadata={"help": "Encoded storage: re-encode (JPEG, once) images "
+                                 "whose longer side is above this (e.g. 256 or 512); unset: keep the files as they are."})
+    jpeg_quality: int = field(default=90, metadata={"help": "JPEG quality of images re-encoded for --max_side."})
     num_proc: int | None = field(default=None, metadata={"help": "Processes for decoding images."})
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder (default: HF cache)."})
 
@@ -63,8 +81,24 @@ class ImageDataArgs:
                 raise ValueError(f"--{name} must be at least 1 (or unset), got {getattr(self, name)}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction={self.eval_fraction} must be in [0, 1)")
-        if self.normalize not in ("dataset", "imagenet"):
-            raise ValueError(f"normalize must be 'dataset' or 'imagenet', not {self.normalize!r}")
+        if self.storage not in ("auto", "decoded", "encoded"):
+            raise ValueError(f"--storage must be auto, decoded or encoded, not {self.storage!r}")
+        if self.max_side is not None and self.max_side < 8:
+            raise ValueError(f"--max_side {self.max_side} is too small, use 8 pixels or more (or unset)")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"--jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.normalize not in (None, "dataset", "imagenet"):
+            raise ValueError(f"--normalize must be 'dataset' or 'imagenet' (or unset), not {self.normalize!r}")
+
+
+def settle(args: ImageDataArgs, model_stats: bool = False) -> ImageDataArgs:
+    """Resolve the automatic choices of ``args`` before a recipe takes the settings its checkpoints store, so
+    they record what the run does: ``storage`` auto -> decoded / encoded (:func:`storage_for`), ``normalize``
+    unset -> 'dataset' unless a model folder gives statistics (``model_stats``)."""
+    args.storage = storage_for(args, args.image_size or DEFAULT_IMAGE_SIZE)
+    if args.normalize is None and not model_stats:
+        args.normalize = "dataset"
+    return args
 
 
 @dataclass
@@ -75,9 +109,11 @@ class ImageReport:
     train: int = 0
     eval: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file or row, reason)
+    storage: str = "decoded"
 
     def __str__(self) -> str:
-        text = f"images: {self.train} train + {self.eval} eval from {self.source}, {len(self.skipped)} skipped"
+        text = (f"images: {self.train} train + {self.eval} eval from {self.source} (stored {self.storage}), "
+                f"{len(self.skipped)} skipped")
         if self.skipped:
             named = "; ".join(f"{where} ({why})" for where, why in self.skipped[:_MAX_NAMED])
             more = len(self.skipped) - _MAX_NAMED
@@ -87,7 +123,8 @@ class ImageReport:
 
 @dataclass
 class ImageData:
-    """Decoded images ready for training: ``train`` / ``eval`` have ``pixel_values`` (+ ``label``)."""
+    """Images ready for training: ``train`` / ``eval`` have ``pixel_values`` (decoded storage) or ``image_bytes``,
+    ``row``, ``source`` (encoded storage), + ``label``. :func:`as_pixels` gives either as ``pixel_values``."""
 
     train: datasets.Dataset
     eval: datasets.Dataset | None
@@ -96,16 +133,7 @@ class ImageData:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     report: ImageReport
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. 16-bit and float images are scaled to 0..255; transparency goes onto white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        image = Image.fromarray(to_uint8(np.asarray(image)), "L")
-    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
+    storage: str = "decoded"
 
 
 def decode_image(image: Image.Image, size: int) -> np.ndarray:
@@ -164,6 +192,32 @@ def _decode_dataset(raw: datasets.Dataset, args: ImageDataArgs, size: int, where
     return decoded.remove_columns("_error"), skipped
 
 
+def _encode_dataset(raw: datasets.Dataset, args: ImageDataArgs, where: str):
+    """Keep an Image-column dataset's encoded bytes (checked from their headers, re-encoded once to ``max_side``
+    when asked; cached) -> (dataset of image_bytes, row, source [+ label], skipped)."""
+    if args.image_column not in raw.column_names:
+        raise ValueError(f"{where}: no image column {args.image_column!r}; columns are {raw.column_names} "
+                         "(set --image_column)")
+    if isinstance(raw.features[args.image_column], datasets.Image):
+        raw = raw.cast_column(args.image_column, datasets.Image(decode=False))
+    keep = [args.label_column] if args.label_column in raw.column_names else []
+    encoded = raw.map(encode_batch, batched=True, batch_size=256, with_indices=True, num_proc=args.num_proc,
+                      fn_kwargs={"column": args.image_column, "max_side": args.max_side, "quality": args.jpeg_quality},
+                      remove_columns=[c for c in raw.column_names if c not in keep], desc=f"reading {where}")
+    skipped = [tuple(e.split("\t", 1)) for e in encoded["_error"] if e]
+    if skipped:
+        encoded = encoded.filter(lambda e: [not x for x in e], input_columns="_error", batched=True,
+                                 batch_size=10_000, desc="dropping unreadable images")
+    return encoded.remove_columns("_error"), skipped
+
+
+def storage_for(args: ImageDataArgs, size: int) -> str:
+    """The storage of image files: ``--storage``, or for ``auto`` decoded up to SMALL_IMAGE px, else encoded."""
+    if args.storage != "auto":
+        return args.storage
+    return "decoded" if size <= SMALL_IMAGE else "encoded"
+
+
 def _class_labels(ds: datasets.Dataset, column: str) -> tuple[datasets.Dataset, list[str] | None]:
     """Rename the label column to ``label``; strings become class ids. Returns (dataset, names)."""
     if column not in ds.column_names:
@@ -202,8 +256,8 @@ def embedded_folder() -> Path:
     return folder
 
 
-def _read(path: str | None, args: ImageDataArgs, size: int) -> tuple[dict, list[str] | None, list]:
-    """One source -> ({split: decoded Dataset}, label names, skipped files)."""
+def _read(path: str | None, args: ImageDataArgs, size: int) -> tuple[dict, list[str] | None, list, str]:
+    """One source -> ({split: Dataset}, label names, skipped files, storage). Arrays and IDX files are decoded."""
     p = embedded_folder() if path is None else Path(path).expanduser().absolute()
     if not p.exists():
         raise FileNotFoundError(f"image data not found: {p}")
@@ -215,11 +269,11 @@ def _read(path: str | None, args: ImageDataArgs, size: int) -> tuple[dict, list[
             names = [str(n) for n in z["label_names"]] if "label_names" in z else None
             pairs = {"train": (z["x"], z.get("y")), **({"test": (z["x_test"], z.get("y_test"))} if "x_test" in z else {})}
             out = {s: _array_dataset(x, y, names, size, f"{p}[{s}]") for s, (x, y) in pairs.items()}
-        return {s: ds for s, (ds, _) in out.items()}, out["train"][1], []
+        return {s: ds for s, (ds, _) in out.items()}, out["train"][1], [], "decoded"
     if "idx3-ubyte" in p.name or (p.is_dir() and any(p.glob("*images-idx3-ubyte*"))):
         names = FASHION_MNIST_LABELS if path is None else None
         out = {s: _array_dataset(x, y, names, size, str(p)) for s, (x, y) in idx_splits(p).items()}
-        return {s: ds for s, (ds, _) in out.items()}, next(iter(out.values()))[1], []
+        return {s: ds for s, (ds, _) in out.items()}, next(iter(out.values()))[1], [], "decoded"
     if p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file()):
         raw = datasets.load_from_disk(str(p))
     elif p.is_dir():
@@ -231,14 +285,17 @@ def _read(path: str | None, args: ImageDataArgs, size: int) -> tuple[dict, list[
         raise ValueError(f"{p}: unsupported image data; give an image folder, a save_to_disk folder, a .npz file "
                          "or Fashion-MNIST IDX files")
     raw = raw if isinstance(raw, datasets.DatasetDict) else datasets.DatasetDict({"train": raw})
-    splits, skipped, names = {}, [], None
+    splits, skipped, names, storage = {}, [], None, storage_for(args, size)
     for split, ds in raw.items():
         if len(ds) == 0:
             continue
-        decoded, bad = _decode_dataset(ds, args, size, f"{p} [{split}]")
-        splits[split], names = _class_labels(decoded, args.label_column)
+        if storage == "encoded":
+            ready, bad = _encode_dataset(ds, args, f"{p} [{split}]")
+        else:
+            ready, bad = _decode_dataset(ds, args, size, f"{p} [{split}]")
+        splits[split], names = _class_labels(ready, args.label_column)
         skipped += bad
-    return splits, names, skipped
+    return splits, names, skipped, storage
 
 
 def _pick(splits: dict, eval_split: bool) -> datasets.Dataset | None:
@@ -248,14 +305,18 @@ def _pick(splits: dict, eval_split: bool) -> datasets.Dataset | None:
     return splits.get("train", next((d for s, d in splits.items() if s not in EVAL_SPLITS), None))
 
 
-def load_images(args: ImageDataArgs, seed: int = 0) -> ImageData:
-    """Read, decode (once, cached), split and describe the images of ``args``. Raises on empty data."""
+def load_images(args: ImageDataArgs, seed: int = 0, model_stats: tuple | None = None) -> ImageData:
+    """Read, decode (once, cached), split and describe the images of ``args``. Raises on empty data.
+    ``model_stats`` (mean, std): a pretrained model's normalisation, used when ``args.normalize`` is unset."""
     size = args.image_size or DEFAULT_IMAGE_SIZE
-    splits, names, skipped = _read(args.data, args, size)
+    splits, names, skipped, storage = _read(args.data, args, size)
     source = args.data or "the embedded Fashion-MNIST subset"
     train, eval_ = _pick(splits, False), _pick(splits, True)
     if args.eval_data:
-        eval_splits, eval_names, bad = _read(args.eval_data, args, size)
+        eval_splits, eval_names, bad, eval_storage = _read(args.eval_data, args, size)
+        if eval_storage != storage:
+            raise ValueError(f"--eval_data {args.eval_data} would be stored {eval_storage} and --data {source} "
+                             f"{storage}; give both as image folders (or both as arrays), or set --storage")
         eval_, skipped = _pick(eval_splits, True) or _pick(eval_splits, False), skipped + bad
         if names and eval_names and names != eval_names:
             raise ValueError(f"the labels of {args.eval_data} ({eval_names}) differ from those of {source} ({names})")
@@ -267,13 +328,66 @@ def load_images(args: ImageDataArgs, seed: int = 0) -> ImageData:
         train, eval_ = parts["train"], parts["test"]
     if args.max_train_images and args.max_train_images < len(train):
         train = train.shuffle(seed=seed).select(range(args.max_train_images))
-    mean, std = channel_stats(train) if args.normalize == "dataset" else (IMAGENET_MEAN, IMAGENET_STD)
-    report = ImageReport(source, len(train), len(eval_) if eval_ is not None else 0, skipped)
-    return ImageData(train, eval_, names, size, mean, std, report)
+    if args.normalize == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    elif args.normalize is None and model_stats is not None:
+        mean, std = tuple(model_stats[0]), tuple(model_stats[1])
+    else:  # from decoded pixels; with encoded storage from (at most) 1,000 images decoded here, centre squares
+        mean, std = channel_stats(as_pixels(subset(train, 1000, seed), size), max_images=1000)
+    report = ImageReport(source, len(train), len(eval_) if eval_ is not None else 0, skipped, storage)
+    return ImageData(train, eval_, names, size, mean, std, report, storage)
 
 
-def pixels_from_bytes(values: list[bytes]) -> torch.Tensor:
-    """Rows of ``pixel_values`` bytes -> ``(B, 3, S, S)`` uint8."""
+class DecodeInWorkers:
+    """A ``Dataset.with_transform`` function for encoded storage: each fetched row's ``image_bytes`` decoded
+    (in the DataLoader worker that fetches it) -> ``pixel_values`` ``(3, S, S)`` uint8, the centre square resized
+    to ``size`` (evaluation, kNN banks, statistics); :class:`hfssl.vision.transforms.EncodedCrops` draws random
+    crops instead. Other columns pass through. A file that fails to decode here (a cut file whose header looked
+    fine) is named in a warning and a grey image stands in for it, so a run never dies of one bad file."""
+
+    views = 1
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def draws(self, width: int, height: int, row: int) -> list[tuple]:
+        """(box (top, left, h, w) or None for the centre square, flip) for each view of one image."""
+        return [(None, False)]
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        out = {k: v for k, v in batch.items() if k not in (ENCODED, ROW, SOURCE)}
+        views = [[] for _ in range(self.views)]
+        for data, row, source in zip(batch[ENCODED], batch[ROW], batch[SOURCE]):
+            try:
+                crops = decode_crops(data, self.size, lambda w, h, row=row: self.draws(w, h, row))
+            except Exception as err:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError, ...)
+                warnings.warn(f"{source} could not be decoded ({type(err).__name__}: {str(err)[:200]}); a grey image "
+                              "stands in for it", stacklevel=2)
+                crops = [np.full((3, self.size, self.size), 128, np.uint8)] * self.views
+            for view, crop in zip(views, crops):
+                view.append(torch.from_numpy(crop))
+        out[PIXELS] = views[0]
+        if self.views > 1:
+            out[PIXELS_2] = views[1]
+        return out
+
+
+def as_pixels(ds: datasets.Dataset, size: int, keep: tuple[str, ...] = ("label",)) -> datasets.Dataset:
+    """``ds`` with ``pixel_values`` (and the ``keep`` columns it has): decoded storage as it is; encoded storage
+    decoded when rows are fetched (:class:`DecodeInWorkers`, centre squares), never all at once."""
+    keep = [c for c in keep if c in ds.column_names]
+    if PIXELS in ds.column_names:
+        return ds.select_columns([PIXELS, *keep])
+    return ds.select_columns([ENCODED, ROW, SOURCE, *keep]).with_transform(DecodeInWorkers(size))
+
+
+def pixels_from_bytes(values: list) -> torch.Tensor:
+    """Rows of ``pixel_values`` bytes (decoded storage) or ``(3, S, S)`` uint8 tensors (encoded storage, decoded
+    by :class:`DecodeInWorkers`) -> ``(B, 3, S, S)`` uint8."""
+    if isinstance(values[0], torch.Tensor):
+        # default_collate stacks straight into shared memory inside a DataLoader worker; a torch.stack there is
+        # copied into shared memory when sent, and the worker's private memory grew by a batch every batch
+        return default_collate(values)
     side = math.isqrt(len(values[0]) // 3)
     if 3 * side * side != len(values[0]):
         raise ValueError(f"pixel_values of {len(values[0])} bytes is not a (3, S, S) image")
@@ -282,9 +396,9 @@ def pixels_from_bytes(values: list[bytes]) -> torch.Tensor:
 
 def collate_images(rows: list[dict]) -> dict[str, torch.Tensor]:
     """Loader collate: ``pixel_values`` (B, 3, S, S) uint8, ``label`` -> ``labels``, other columns stacked."""
-    batch = {PIXELS: pixels_from_bytes([r[PIXELS] for r in rows])}
+    batch = {key: pixels_from_bytes([r[key] for r in rows]) for key in (PIXELS, PIXELS_2) if key in rows[0]}
     for key in rows[0]:
-        if key != PIXELS:
+        if key not in batch:
             batch["labels" if key == "label" else key] = torch.tensor(np.asarray([r[key] for r in rows]))
     return batch
 

@@ -45,17 +45,19 @@ class MonitorArgs:
 @torch.no_grad()
 def extract_features(backbone, ds: datasets.Dataset, mean, std, batch_size: int = 256, device=None,
                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(N, F)`` float features of every image of ``ds`` (``pixel_values`` bytes) and its ``(N,)`` labels."""
+    """``(N, F)`` float features of every image of ``ds`` (``pixel_values``: :func:`hfssl.vision.data.as_pixels`)
+    and its ``(N,)`` labels."""
     device = device or next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
-    feats = []
+    feats, labels = [], []
     for start in tqdm(range(0, len(ds), batch_size), desc="features", disable=not progress, leave=False):
-        pixels = pixels_from_bytes(ds[start:start + batch_size][PIXELS]).to(device)  # (B, 3, S, S) uint8
+        rows = ds[start:start + batch_size]  # one fetch: encoded storage decodes each image once, here
+        pixels = pixels_from_bytes(rows[PIXELS]).to(device)  # (B, 3, S, S) uint8
         feats.append(features(backbone, normalize(pixels, mean, std)).float().cpu())
+        labels += rows.get("label", [])
     backbone.train(was_training)
-    labels = torch.as_tensor(ds["label"]) if "label" in ds.column_names else None
-    return torch.cat(feats), labels
+    return torch.cat(feats), torch.as_tensor(labels) if "label" in ds.column_names else None
 
 
 def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, num_classes: int,

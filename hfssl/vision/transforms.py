@@ -12,13 +12,15 @@ border, where torchvision repeats the edge pixel and this reads the real neighbo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hfssl.vision.data import PIXELS, pixels_from_bytes
+from hfssl.vision.data import PIXELS, DecodeInWorkers, ImageData, pixels_from_bytes
+from hfssl.vision.encoded import ENCODED, ROW, SOURCE
 
 
 @dataclass
@@ -84,10 +86,11 @@ def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: tor
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(B, C, H, W)`` pixels on the 0..255 scale -> ``(x / 255 - mean) / std`` float."""
+    """``(B, C, H, W)`` pixels on the 0..255 scale -> ``(x / 255 - mean) / std`` float (in place on one float
+    copy: no temporary batch per operation, 2x faster on a CPU, the same numbers)."""
     m = torch.tensor(mean, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - m) / s
+    return images.to(torch.float32, copy=True).div_(255.0).sub_(m).div_(s)
 
 
 def random_crop_flip(pixels: torch.Tensor, args: AugmentArgs, generator: torch.Generator) -> torch.Tensor:
@@ -99,6 +102,50 @@ def random_crop_flip(pixels: torch.Tensor, args: AugmentArgs, generator: torch.G
     boxes = random_resized_crop_boxes(B, H, W, generator, (args.crop_min_scale, args.crop_max_scale))
     flip = torch.rand(B, device=generator.device, generator=generator) < args.hflip  # (B,)
     return resized_crop(pixels, boxes, H, flip)
+
+
+def crop_seed(seed: int, epoch: int, row: int) -> int:
+    """The seed of one image's crops in one epoch: a function of where it is, never of a loader's state, so
+    any number of workers, processes or a resume draw the same crops."""
+    return int(np.random.SeedSequence([seed, epoch, row]).generate_state(2, np.uint64)[0] & (2**63 - 1))
+
+
+class EncodedCrops(DecodeInWorkers):
+    """Encoded storage's training transform (``Dataset.with_transform``, run in the DataLoader workers): each
+    image decoded whole, then ``views`` random resized crops (boxes drawn exactly as torchvision draws them, on
+    the original image, so aspect ratio and resolution are kept) resized to ``size`` and flipped; an image
+    smaller than the crop is upscaled. The draws come from :func:`crop_seed` ``(seed, epoch, row)``."""
+
+    def __init__(self, size: int, crop: AugmentArgs, seed: int, epoch: int, views: int = 1):
+        super().__init__(size)
+        self.crop, self.seed, self.epoch, self.views = crop, seed, epoch, views
+
+    def draws(self, width: int, height: int, row: int) -> list[tuple]:
+        if not self.crop.augment:
+            return [(None, False)] * self.views
+        g = torch.Generator().manual_seed(crop_seed(self.seed, self.epoch, row))
+        out = []
+        for _ in range(self.views):
+            box = random_resized_crop_boxes(1, height, width, g,
+                                            (self.crop.crop_min_scale, self.crop.crop_max_scale))[0]
+            out.append((tuple(box.tolist()), bool(torch.rand(1, generator=g) < self.crop.hflip)))
+        return out
+
+
+def training_data(data: ImageData, crop: AugmentArgs, seed: int, views: int = 1) -> tuple[Callable | object, AugmentArgs]:
+    """What ``fit`` trains on and the crop left to the device. Decoded storage: ``pixel_values`` rows, cropped
+    and flipped on the device by ``crop``. Encoded storage: a function ``epoch -> Dataset`` whose rows are
+    decoded and cropped in the loader's workers (:class:`EncodedCrops`, ``views`` crops per image: ``pixel_values``
+    and ``pixel_values_2``), and nothing left to crop on the device."""
+    if PIXELS in data.train.column_names:
+        return data.train.select_columns([PIXELS]), crop
+    rows = data.train.select_columns([ENCODED, ROW, SOURCE])
+    size = data.image_size
+
+    def epoch_data(epoch: int):
+        return rows.with_transform(EncodedCrops(size, crop, seed, epoch, views))
+
+    return epoch_data, AugmentArgs(augment=False)
 
 
 class ImageViews:

@@ -144,6 +144,8 @@ class TwoViews:
         self.mean, self.std, self.crop, self.args = tuple(mean), tuple(std), crop, args
 
     def __call__(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        pixels = batch["pixel_values"]
-        views = [augment_view(pixels, self.crop, self.args, v, generator) for v in (0, 1)]
+        # encoded storage: the loader's workers cut each view's crop from the original image (pixel_values_2 is
+        # the second view's, and self.crop is then off); decoded storage: both views are cropped here
+        pixels = [batch["pixel_values"], batch.get("pixel_values_2", batch["pixel_values"])]
+        views = [augment_view(pixels[v], self.crop, self.args, v, generator) for v in (0, 1)]
         return {f"view{v + 1}": normalize(x * 255.0, self.mean, self.std) for v, x in enumerate(views)}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# MAE ViT-B/16 pretraining throughput on one CUDA GPU at ImageNet-like sizes: hfssl (JPEGs kept encoded, decoded
+# and cropped in loader workers, fit()) vs transformers' run_mae.py way (load_dataset("imagefolder") + a
+# per-sample torchvision transform + Trainer), same ViTMAEConfig and initial weights, bf16, 224 px, batch 256.
+# The images: 20,000 JPEGs of ~500x375 made from scikit-learn's sample photographs (no download), kept in $WORK.
+#
+#   bash benchmarks/gpu_mae.sh                            # ~5-8 minutes on an H100 / H200 (folder made once)
+#   IMAGES=5000 WORKERS=16 BATCH=256 bash benchmarks/gpu_mae.sh --steps 30
+#
+# Python: $PYTHON if set, else ./.venv/bin/python, else python3 -- the first that imports torch (with CUDA),
+# transformers and torchvision. If none does, it makes a venv in $GPU_VENV (default /tmp/hfssl-gpu-venv, outside
+# the checkout) and runs `pip install -e ".[dev]"` into it. Extra arguments go to benchmarks/mae_step.py, whose
+# CPU run at a tiny size is tests/test_gpu_mae_step.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGES="${IMAGES:-20000}"
+BATCH="${BATCH:-256}"
+WORKERS="${WORKERS:-$(( $(nproc) > 16 ? 16 : $(nproc) ))}"
+STEPS="${STEPS:-20}"
+WARMUP="${WARMUP:-5}"
+LIMIT_S="${LIMIT_S:-560}"             # the benchmark itself; setup has its own time
+WORK="${WORK:-/tmp/hfssl-mae-step}"
+GPU_VENV="${GPU_VENV:-/tmp/hfssl-gpu-venv}"
+
+usable() {  # usable PYTHON -> 0 when it has CUDA torch, transformers and torchvision
+    "$1" - <<'PY' >/dev/null 2>&1
+import torch, torchvision, transformers, sklearn  # noqa: F401
+assert torch.cuda.is_available()
+PY
+}
+
+PY=""
+for candidate in "${PYTHON:-}" ./.venv/bin/python "$GPU_VENV/bin/python" python3; do
+    if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 && usable "$candidate"; then
+        PY="$candidate"; break
+    fi
+done
+if [ -z "$PY" ]; then
+    echo "# no python with CUDA torch + torchvision + transformers found: installing into $GPU_VENV (~2 min)"
+    python3 -m venv "$GPU_VENV"
+    "$GPU_VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$GPU_VENV/bin/python" -m pip install --quiet -e ".[dev]"
+    PY="$GPU_VENV/bin/python"
+    usable "$PY" || { echo "ERROR: torch in $GPU_VENV cannot see a CUDA GPU (nvidia-smi below)"; nvidia-smi || true; exit 1; }
+fi
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$PY" -c "import torch, transformers; print('# python', __import__('sys').version.split()[0], \
+'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, \
+'gpu', torch.cuda.get_device_name())"
+
+timeout "$LIMIT_S" "$PY" benchmarks/mae_step.py \
+    --jpeg_images "$IMAGES" --work_dir "$WORK" --preset base --image_size 224 --patch_size 16 \
+    --batch_size "$BATCH" --mixed_precision bf16 --workers "$WORKERS" --warmup "$WARMUP" --steps "$STEPS" "$@"
