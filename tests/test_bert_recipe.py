@@ -137,6 +137,7 @@ def torchrun(n: int, corpus: Path, out: Path, *extra: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # two real processes: with the end-to-end runs
 def test_two_processes_shard_the_data(corpus, tmp_path):
     """Two real processes: each runs half the optimizer steps of one process over one epoch."""
     epoch = ["--max_steps", "-1", "--num_epochs", "1", "--per_device_train_batch_size", "16"]
@@ -154,6 +155,7 @@ def test_two_processes_shard_the_data(corpus, tmp_path):
     assert last[-1]["eval_mlm_loss"] < 7.2  # below the uniform-guess loss ln(1200) = 7.09 + margin
 
 
+@pytest.mark.slow  # two real processes: with the end-to-end runs
 def test_evaluation_is_exact_across_process_counts(corpus, tmp_path):
     """Same weights (learning rate 0), 1 vs 2 processes: identical held-out metrics and example count,
     because the evaluation set is masked before sharding and gather_for_metrics drops padding repeats."""

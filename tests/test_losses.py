@@ -140,6 +140,7 @@ def run_two_processes(arg: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow  # repeated two-process runs
 def test_backward_through_gather_exits_cleanly_every_time():
     """torch's own differentiable all_gather aborted at exit on gloo (SIGABRT after destroy_process_group) in
     9 of 25 runs from a shell and in 1 of 3 four-run rounds of this test; hfssl's gather: 0 of 30 runs.
