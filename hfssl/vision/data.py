@@ -174,41 +174,35 @@ def _decode_batch(batch: dict, indices: list[int], column: str, size: int) -> di
     return {PIXELS: pixels, "_error": errors}
 
 
-def _decode_dataset(raw: datasets.Dataset, args: ImageDataArgs, size: int, where: str):
-    """Decode an Image-column dataset once (cached) -> (dataset of pixel_values [+ label], skipped)."""
+def _map_images(raw: datasets.Dataset, args: ImageDataArgs, where: str, fn, fn_kwargs: dict, verb: str):
+    """Run ``fn`` (a batched map returning an ``_error`` column) over the image column of ``raw`` (cached), keeping
+    the label column; rows with an error are dropped and returned as (source, reason) -> (dataset, skipped)."""
     if args.image_column not in raw.column_names:
         raise ValueError(f"{where}: no image column {args.image_column!r}; columns are {raw.column_names} "
                          "(set --image_column)")
     if isinstance(raw.features[args.image_column], datasets.Image):
         raw = raw.cast_column(args.image_column, datasets.Image(decode=False))  # we decode, errors included
     keep = [args.label_column] if args.label_column in raw.column_names else []
-    decoded = raw.map(_decode_batch, batched=True, batch_size=256, with_indices=True, num_proc=args.num_proc,
-                      fn_kwargs={"column": args.image_column, "size": size},
-                      remove_columns=[c for c in raw.column_names if c not in keep], desc=f"decoding {where}")
-    skipped = [tuple(e.split("\t", 1)) for e in decoded["_error"] if e]
+    mapped = raw.map(fn, batched=True, batch_size=256, with_indices=True, num_proc=args.num_proc,
+                     fn_kwargs={"column": args.image_column, **fn_kwargs},
+                     remove_columns=[c for c in raw.column_names if c not in keep], desc=f"{verb} {where}")
+    skipped = [tuple(e.split("\t", 1)) for e in mapped["_error"] if e]
     if skipped:
-        decoded = decoded.filter(lambda e: [not x for x in e], input_columns="_error", batched=True,
-                                 batch_size=10_000, desc="dropping undecodable images")
-    return decoded.remove_columns("_error"), skipped
+        mapped = mapped.filter(lambda e: [not x for x in e], input_columns="_error", batched=True,
+                               batch_size=10_000, desc="dropping unreadable images")
+    return mapped.remove_columns("_error"), skipped
+
+
+def _decode_dataset(raw: datasets.Dataset, args: ImageDataArgs, size: int, where: str):
+    """Decode an Image-column dataset once (cached) -> (dataset of pixel_values [+ label], skipped)."""
+    return _map_images(raw, args, where, _decode_batch, {"size": size}, "decoding")
 
 
 def _encode_dataset(raw: datasets.Dataset, args: ImageDataArgs, where: str):
     """Keep an Image-column dataset's encoded bytes (checked from their headers, re-encoded once to ``max_side``
     when asked; cached) -> (dataset of image_bytes, row, source [+ label], skipped)."""
-    if args.image_column not in raw.column_names:
-        raise ValueError(f"{where}: no image column {args.image_column!r}; columns are {raw.column_names} "
-                         "(set --image_column)")
-    if isinstance(raw.features[args.image_column], datasets.Image):
-        raw = raw.cast_column(args.image_column, datasets.Image(decode=False))
-    keep = [args.label_column] if args.label_column in raw.column_names else []
-    encoded = raw.map(encode_batch, batched=True, batch_size=256, with_indices=True, num_proc=args.num_proc,
-                      fn_kwargs={"column": args.image_column, "max_side": args.max_side, "quality": args.jpeg_quality},
-                      remove_columns=[c for c in raw.column_names if c not in keep], desc=f"reading {where}")
-    skipped = [tuple(e.split("\t", 1)) for e in encoded["_error"] if e]
-    if skipped:
-        encoded = encoded.filter(lambda e: [not x for x in e], input_columns="_error", batched=True,
-                                 batch_size=10_000, desc="dropping unreadable images")
-    return encoded.remove_columns("_error"), skipped
+    return _map_images(raw, args, where, encode_batch, {"max_side": args.max_side, "quality": args.jpeg_quality},
+                       "reading")
 
 
 def storage_for(args: ImageDataArgs, size: int) -> str:
