@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hfssl.vision.backbones import BackboneArgs, build_backbone, features  # noqa: E402
-from hfssl.vision.data import PIXELS, ImageData, ImageDataArgs, load_images, pixels_from_bytes  # noqa: E402
+from hfssl.vision.data import ImageData, ImageDataArgs, load_images  # noqa: E402
+from hfssl.vision.loader import PIXELS, pixels_from_bytes  # noqa: E402
 from hfssl.vision.probe import evaluate_features, extract_features  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "images" / "fashion-mnist"

@@ -43,7 +43,8 @@ from hfssl.methods.contrastive import CollapseGuard, SSLArgs  # noqa: E402
 from hfssl.train import TrainArgs, fit, make_accelerator  # noqa: E402
 from hfssl.vision.arrays import read_idx  # noqa: E402
 from hfssl.vision.backbones import BackboneArgs, build_backbone, input_size  # noqa: E402
-from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, embedded_folder, load_images  # noqa: E402
+from hfssl.vision.data import ImageDataArgs, embedded_folder, load_images  # noqa: E402
+from hfssl.vision.loader import PIXELS, collate_images  # noqa: E402
 from hfssl.vision.probe import MonitorArgs  # noqa: E402
 from hfssl.vision.transforms import AugmentArgs  # noqa: E402
 from hfssl.vision.views import SMALL_FOR_BLUR, TwoViews, ViewArgs  # noqa: E402

@@ -129,7 +129,8 @@ def job_hfssl(args) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from hfssl.vision.data import PIXELS, ImageDataArgs, collate_images, load_images
+    from hfssl.vision.data import ImageDataArgs, load_images
+    from hfssl.vision.loader import PIXELS, collate_images
     from hfssl.vision.transforms import AugmentArgs, ImageViews, training_data
 
     data = load_images(ImageDataArgs(data=args.folder, image_size=args.image_size, eval_fraction=0,

@@ -35,13 +35,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from hfssl.methods.mae import MAEArgs, MAEPretrainer, mae_config  # noqa: E402
 from hfssl.vision.arrays import arrays_to_pixels, read_idx  # noqa: E402
-from hfssl.vision.data import (  # noqa: E402
-    FASHION_MNIST_LABELS,
-    PIXELS,
-    ImageDataArgs,
-    load_images,
-    pixels_from_bytes,
-)
+from hfssl.vision.data import FASHION_MNIST_LABELS, ImageDataArgs, load_images  # noqa: E402
+from hfssl.vision.loader import PIXELS, pixels_from_bytes  # noqa: E402
 from hfssl.vision.probe import knn_predict, linear_probe  # noqa: E402
 from hfssl.vision.transforms import normalize  # noqa: E402
 

@@ -38,7 +38,8 @@ from step_common import data_rate, png_dataset, sync  # noqa: E402 (benchmarks/s
 from hfssl.methods.mae import MAEArgs, MAEBatchTransform, MAEPretrainer, mae_config  # noqa: E402
 from hfssl.train import TrainArgs, fit, make_accelerator  # noqa: E402
 from hfssl.vision.arrays import read_idx  # noqa: E402
-from hfssl.vision.data import ImageDataArgs, collate_images, embedded_folder, load_images  # noqa: E402
+from hfssl.vision.data import ImageDataArgs, embedded_folder, load_images  # noqa: E402
+from hfssl.vision.loader import collate_images  # noqa: E402
 from hfssl.vision.transforms import AugmentArgs, ImageViews, training_data  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "images" / "fashion-mnist"

@@ -34,8 +34,9 @@ from hfssl.vision.backbones import (
     input_size,
     load_backbone,
 )
-from hfssl.vision.data import ImageDataArgs, as_pixels, collate_images, load_images, settle, subset
+from hfssl.vision.data import ImageDataArgs, close_decode_failures, load_images, settle, subset
 from hfssl.vision.export import export_backbone
+from hfssl.vision.loader import DECODE_FAILURES, as_pixels, collate_images, log_decode_failures
 from hfssl.vision.pretrained import read_model_folder
 from hfssl.vision.probe import KNNMonitor, MonitorArgs, as_hooks, frozen_evaluation
 from hfssl.vision.transforms import AugmentArgs, training_data
@@ -63,6 +64,7 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
     accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
 
+    failure_log = log_decode_failures(out / DECODE_FAILURES)  # encoded files that only fail when decoded whole
     with accelerator.main_process_first():
         data = load_images(data_args, seed=train_args.seed, model_stats=folder and folder.mean and (folder.mean, folder.std))
     accelerator.print(data.report)
@@ -107,6 +109,9 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
 
     metrics = {**result.eval_metrics, "steps": result.step}
     if accelerator.is_main_process:
+        if failed := close_decode_failures(data.report, failure_log):
+            print(failed)
+            metrics["images_failed_to_decode"] = len(data.report.failed_when_read)
         backbone = result.model.backbone
         if labelled and mon_args.linear_probe:
             bank, test = as_pixels(subset(data.train, mon_args.probe_max_images, 0), data.image_size), as_pixels(

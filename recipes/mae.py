@@ -31,14 +31,14 @@ from hfssl.methods.mae import (
     with_fixed_noise,
 )
 from hfssl.train import TrainArgs, fit, make_accelerator
-from hfssl.vision.data import (
+from hfssl.vision.data import ImageDataArgs, close_decode_failures, load_images, settle
+from hfssl.vision.loader import (
+    DECODE_FAILURES,
     PIXELS,
-    ImageDataArgs,
     as_pixels,
     collate_images,
-    load_images,
+    log_decode_failures,
     pixels_from_bytes,
-    settle,
 )
 from hfssl.vision.pictures import ReconstructionPictures
 from hfssl.vision.pretrained import read_model_folder
@@ -71,6 +71,7 @@ def main(argv=None):
 
     # Images: decoded once to fixed-size uint8 (cached by datasets); augmentation happens per step on the
     # device, and the evaluation set gets its masking noise drawn once, so every evaluation is comparable.
+    failure_log = log_decode_failures(out / DECODE_FAILURES)  # encoded files that only fail when decoded whole
     with accelerator.main_process_first():
         data = load_images(data_args, seed=train_args.seed, model_stats=folder and folder.mean and (folder.mean, folder.std))
     accelerator.print(data.report)
@@ -98,14 +99,18 @@ def main(argv=None):
                  eval_data=eval_set, eval_step=mae_eval_step(plain), eval_summary=mae_summary,
                  on_evaluate=pictures, settings=settings)
 
+    metrics = {**result.eval_metrics, "steps": result.step}
     if accelerator.is_main_process:
+        if failed := close_decode_failures(data.report, failure_log):
+            print(failed)
+            metrics["images_failed_to_decode"] = len(data.report.failed_when_read)
         card = ModelCardInfo(
             model_name=hub_args.hub_model_id or out.name, method="mae", base_model_type="vit",
             tags=["vit", "mae", "image-feature-extraction"], pipeline_tag="image-feature-extraction",
             datasets_description=f"{data.report}; images {'resized' if data.storage == 'decoded' else 'cropped from the originals'} to {data.image_size}x{data.image_size} RGB",
             hyperparameters={**asdict(mae_args), **asdict(aug_args), **asdict(train_args),
                              "image_size": data.image_size, "image_mean": data.mean, "image_std": data.std},
-            metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png")
+            metrics=metrics, report=out / "report.png")
         folder = export_vit(result.model, out / "model", mean=data.mean, std=data.std, card=card,
                             overwrite=train_args.overwrite_output_dir or train_args.resume,
                             secrets=[hub_args.hub_token] if hub_args.hub_token else ())

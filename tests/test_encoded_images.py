@@ -24,16 +24,16 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
-from hfssl.vision.data import (
+from hfssl.vision.data import ImageDataArgs, close_decode_failures, load_images, storage_for
+from hfssl.vision.encoded import ENCODED, ROW, SOURCE
+from hfssl.vision.loader import (
+    DECODE_FAILURES,
     PIXELS,
     PIXELS_2,
-    ImageDataArgs,
     as_pixels,
     collate_images,
-    load_images,
-    storage_for,
+    log_decode_failures,
 )
-from hfssl.vision.encoded import ENCODED, ROW, SOURCE
 from hfssl.vision.transforms import (
     AugmentArgs,
     EncodedCrops,
@@ -173,6 +173,31 @@ def test_a_file_only_decoding_finds_broken_is_named_and_replaced(tmp_path):
     assert sum(bool((p == 128).all()) for p in rows[PIXELS]) == 1
 
 
+def test_files_failing_in_the_loaders_workers_are_counted_once_across_workers_and_epochs(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "f" / name).mkdir(parents=True)
+        Image.new("RGB", (90, 80), (50, 60, 70)).save(tmp_path / "f" / name / "ok.png")
+        (tmp_path / "f" / name / "bad.png").write_bytes(_png_with_bad_data())
+    data = load_images(args(tmp_path / "f"))
+    log = log_decode_failures(tmp_path / "run" / DECODE_FAILURES)
+    try:
+        epoch_data, _ = training_data(data, AugmentArgs(), seed=0, views=2)
+        for epoch in (0, 1):  # the same two files fail in every epoch, in whichever worker fetches them (a
+            # worker's warnings go to its own stderr, never to this process: hence the log)
+            for batch in DataLoader(epoch_data(epoch), batch_size=2, collate_fn=collate_images, num_workers=2):
+                assert batch[PIXELS].shape == (2, 3, S, S)
+    finally:
+        line = close_decode_failures(data.report, log)
+    assert len(log.read_text().splitlines()) == 4  # every failure is written, by the workers
+    failed = sorted(source for source, _ in data.report.failed_when_read)
+    assert failed == sorted(str(tmp_path / "f" / name / "bad.png") for name in ("a", "b"))
+    assert line.startswith("warning: 2 image(s) failed to decode when read") and "a/bad.png" in line
+    assert "2 failed to decode when read during the run" in str(data.report)  # what the model card shows
+    with pytest.warns(UserWarning, match="could not be decoded"):  # in this process: warned, no longer logged
+        as_pixels(data.train, S)[:4]
+    assert len(log.read_text().splitlines()) == 4
+
+
 def test_max_side_reencodes_once_keeping_the_aspect_ratio(folder):
     data = load_images(args(folder, max_side=100))
     photo = Image.open(io.BytesIO(data.train[by_class(data, "photo")][ENCODED]))
@@ -186,6 +211,7 @@ def run(*flags) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "recipes/mae.py"), *map(str, flags)], capture_output=True,
                           text=True, cwd=ROOT, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
 
 
 @pytest.mark.slow
@@ -205,6 +231,24 @@ def test_resumed_encoded_run_ends_bit_identical(folder, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(x)["step"] for x in (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_run_names_and_counts_files_that_fail_when_read_in_its_output_and_card(tmp_path):
+    (tmp_path / "f" / "a").mkdir(parents=True)
+    for i in range(5):
+        Image.new("RGB", (90, 80), (50 * i, 60, 70)).save(tmp_path / "f" / "a" / f"ok{i}.png")
+    (tmp_path / "f" / "a" / "bad.png").write_bytes(_png_with_bad_data())
+    out = tmp_path / "out"
+    proc = run("--data", tmp_path / "f", "--cache_dir", tmp_path / "cache", "--image_size", S, "--patch_size", 8,
+               "--preset", "tiny", "--decoder_hidden_size", 32, "--decoder_num_hidden_layers", 1, "--eval_fraction", 0,
+               "--per_device_train_batch_size", 3, "--max_steps", 3, "--logging_steps", 1, "--num_pictures", 0,
+               "--dataloader_num_workers", 2, "--output_dir", out)
+    bad = str(tmp_path / "f" / "a" / "bad.png")
+    assert "warning: 1 image(s) failed to decode when read during the run" in proc.stdout and bad in proc.stdout
+    assert {line.split("\t")[0] for line in (out / DECODE_FAILURES).read_text().splitlines()} == {bad}
+    card = (out / "model" / "README.md").read_text()
+    assert "1 failed to decode when read during the run" in card and "bad.png" in card
 
 
 def test_large_jpegs_decode_at_reduced_scale_and_rotated_ones_upright(tmp_path, monkeypatch):

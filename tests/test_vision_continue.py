@@ -87,7 +87,8 @@ def test_mae_continues_from_a_vit_mae_folder_at_the_loaded_models_loss(images, t
     from transformers import ViTMAEForPreTraining
 
     from hfssl.train import step_generator
-    from hfssl.vision.data import PIXELS, ImageDataArgs, load_images, pixels_from_bytes
+    from hfssl.vision.data import ImageDataArgs, load_images
+    from hfssl.vision.loader import PIXELS, pixels_from_bytes
 
     folder, out = mae_folder(tmp_path / "vit-mae-base-like"), tmp_path / "run"
     log = run("recipes/mae.py", "--config", ROOT / "recipes/configs/mae_continue.yaml", "--model_name_or_path", folder,

@@ -14,14 +14,8 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from hfssl.vision.arrays import arrays_to_pixels, read_idx
-from hfssl.vision.data import (
-    FASHION_MNIST_LABELS,
-    PIXELS,
-    ImageDataArgs,
-    collate_images,
-    load_images,
-    pixels_from_bytes,
-)
+from hfssl.vision.data import FASHION_MNIST_LABELS, ImageDataArgs, load_images
+from hfssl.vision.loader import PIXELS, collate_images, pixels_from_bytes
 from hfssl.vision.transforms import ImageViews, normalize, random_resized_crop_boxes, resized_crop
 
 S = 16

@@ -10,14 +10,14 @@ included; transparency is composited onto white, as transformers' image processo
 by one batched ``map`` that ``datasets`` caches for file-backed sources. The result has a
 ``pixel_values`` column of raw bytes (a ``(3, S, S)`` uint8 array) and ``label`` when there are labels:
 raw bytes read ten times faster than an ``Array3D`` column, so the loader is never the bottleneck.
-A file that cannot be decoded is skipped, counted and named in the :class:`ImageReport`.
+A file that cannot be decoded is skipped, counted and named in the :class:`ImageReport`; in encoded storage a
+file that only fails when decoded whole during training is counted and named at the end of the run
+(:mod:`hfssl.vision.loader`).
 """
 
 from __future__ import annotations
 
 import io
-import math
-import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,21 +26,17 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import default_collate
 
 from hfssl.vision.arrays import arrays_to_pixels, idx_splits
-from hfssl.vision.encoded import (
-    ENCODED,
-    ROW,
-    SMALL_IMAGE,
-    SOURCE,
-    decode_crops,
-    encode_batch,
-    to_rgb,
+from hfssl.vision.encoded import SMALL_IMAGE, encode_batch, to_rgb
+from hfssl.vision.loader import (
+    PIXELS,
+    as_pixels,
+    log_decode_failures,
+    pixels_from_bytes,
+    read_decode_failures,
 )
 
-PIXELS = "pixel_values"
-PIXELS_2 = "pixel_values_2"  # a second crop of each image (contrastive views, encoded storage)
 DEFAULT_IMAGE_SIZE = 32
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                         "Ankle boot"]
@@ -110,15 +106,35 @@ class ImageReport:
     eval: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file or row, reason)
     storage: str = "decoded"
+    failed_when_read: list[tuple[str, str]] = field(default_factory=list)  # passed the header check, failed later
 
     def __str__(self) -> str:
         text = (f"images: {self.train} train + {self.eval} eval from {self.source} (stored {self.storage}), "
                 f"{len(self.skipped)} skipped")
         if self.skipped:
-            named = "; ".join(f"{where} ({why})" for where, why in self.skipped[:_MAX_NAMED])
-            more = len(self.skipped) - _MAX_NAMED
-            text += f" (could not be decoded: {named}{f'; and {more} more' if more > 0 else ''})"
+            text += f" (could not be decoded: {_named(self.skipped)})"
+        if self.failed_when_read:
+            text += (f"; {len(self.failed_when_read)} failed to decode when read during the run, a grey image stood "
+                     f"in for each: {_named(self.failed_when_read)}")
         return text
+
+
+def close_decode_failures(report: ImageReport, path: str | Path | None) -> str | None:
+    """At the end of a run: stop logging, put the files that failed to decode when read into ``report`` (and so
+    into the model card), and return the line to print about them (None when there were none)."""
+    log_decode_failures(None)
+    report.failed_when_read = read_decode_failures(path)
+    if not report.failed_when_read:
+        return None
+    return (f"warning: {len(report.failed_when_read)} image(s) failed to decode when read during the run and a grey "
+            f"image stood in for each: {_named(report.failed_when_read)} (all listed in {path}); "
+            "remove or replace those files")
+
+
+def _named(files: list[tuple[str, str]]) -> str:
+    named = "; ".join(f"{where} ({why})" for where, why in files[:_MAX_NAMED])
+    more = len(files) - _MAX_NAMED
+    return named + (f"; and {more} more" if more > 0 else "")
 
 
 @dataclass
@@ -330,71 +346,6 @@ def load_images(args: ImageDataArgs, seed: int = 0, model_stats: tuple | None = 
         mean, std = channel_stats(as_pixels(subset(train, 1000, seed), size), max_images=1000)
     report = ImageReport(source, len(train), len(eval_) if eval_ is not None else 0, skipped, storage)
     return ImageData(train, eval_, names, size, mean, std, report, storage)
-
-
-class DecodeInWorkers:
-    """A ``Dataset.with_transform`` function for encoded storage: each fetched row's ``image_bytes`` decoded
-    (in the DataLoader worker that fetches it) -> ``pixel_values`` ``(3, S, S)`` uint8, the centre square resized
-    to ``size`` (evaluation, kNN banks, statistics); :class:`hfssl.vision.transforms.EncodedCrops` draws random
-    crops instead. Other columns pass through. A file that fails to decode here (a cut file whose header looked
-    fine) is named in a warning and a grey image stands in for it, so a run never dies of one bad file."""
-
-    views = 1
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def draws(self, width: int, height: int, row: int) -> list[tuple]:
-        """(box (top, left, h, w) or None for the centre square, flip) for each view of one image."""
-        return [(None, False)]
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        out = {k: v for k, v in batch.items() if k not in (ENCODED, ROW, SOURCE)}
-        views = [[] for _ in range(self.views)]
-        for data, row, source in zip(batch[ENCODED], batch[ROW], batch[SOURCE]):
-            try:
-                crops = decode_crops(data, self.size, lambda w, h, row=row: self.draws(w, h, row))
-            except Exception as err:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError, ...)
-                warnings.warn(f"{source} could not be decoded ({type(err).__name__}: {str(err)[:200]}); a grey image "
-                              "stands in for it", stacklevel=2)
-                crops = [np.full((3, self.size, self.size), 128, np.uint8)] * self.views
-            for view, crop in zip(views, crops):
-                view.append(torch.from_numpy(crop))
-        out[PIXELS] = views[0]
-        if self.views > 1:
-            out[PIXELS_2] = views[1]
-        return out
-
-
-def as_pixels(ds: datasets.Dataset, size: int, keep: tuple[str, ...] = ("label",)) -> datasets.Dataset:
-    """``ds`` with ``pixel_values`` (and the ``keep`` columns it has): decoded storage as it is; encoded storage
-    decoded when rows are fetched (:class:`DecodeInWorkers`, centre squares), never all at once."""
-    keep = [c for c in keep if c in ds.column_names]
-    if PIXELS in ds.column_names:
-        return ds.select_columns([PIXELS, *keep])
-    return ds.select_columns([ENCODED, ROW, SOURCE, *keep]).with_transform(DecodeInWorkers(size))
-
-
-def pixels_from_bytes(values: list) -> torch.Tensor:
-    """Rows of ``pixel_values`` bytes (decoded storage) or ``(3, S, S)`` uint8 tensors (encoded storage, decoded
-    by :class:`DecodeInWorkers`) -> ``(B, 3, S, S)`` uint8."""
-    if isinstance(values[0], torch.Tensor):
-        # default_collate stacks straight into shared memory inside a DataLoader worker; a torch.stack there is
-        # copied into shared memory when sent, and the worker's private memory grew by a batch every batch
-        return default_collate(values)
-    side = math.isqrt(len(values[0]) // 3)
-    if 3 * side * side != len(values[0]):
-        raise ValueError(f"pixel_values of {len(values[0])} bytes is not a (3, S, S) image")
-    return torch.frombuffer(bytearray(b"".join(values)), dtype=torch.uint8).view(len(values), 3, side, side)
-
-
-def collate_images(rows: list[dict]) -> dict[str, torch.Tensor]:
-    """Loader collate: ``pixel_values`` (B, 3, S, S) uint8, ``label`` -> ``labels``, other columns stacked."""
-    batch = {key: pixels_from_bytes([r[key] for r in rows]) for key in (PIXELS, PIXELS_2) if key in rows[0]}
-    for key in rows[0]:
-        if key not in batch:
-            batch["labels" if key == "label" else key] = torch.tensor(np.asarray([r[key] for r in rows]))
-    return batch
 
 
 def channel_stats(ds: datasets.Dataset, max_images: int = 10_000) -> tuple[tuple, tuple]:

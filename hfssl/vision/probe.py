@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hfssl.vision.backbones import features
-from hfssl.vision.data import PIXELS, pixels_from_bytes
+from hfssl.vision.loader import PIXELS, pixels_from_bytes
 from hfssl.vision.transforms import normalize
 
 PROBE_L2 = (0.0, 1e-4, 1e-3, 1e-2)

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hfssl.vision.data import PIXELS, DecodeInWorkers, ImageData, pixels_from_bytes
+from hfssl.vision.data import ImageData
 from hfssl.vision.encoded import ENCODED, ROW, SOURCE
+from hfssl.vision.loader import PIXELS, DecodeInWorkers, pixels_from_bytes
 
 
 @dataclass
