@@ -18,34 +18,9 @@ BATCH="${BATCH:-256}"
 STEPS="${STEPS:-10}"
 WARMUP="${WARMUP:-3}"
 LIMIT_S="${LIMIT_S:-280}"             # the benchmark itself; setup has its own time
-GPU_VENV="${GPU_VENV:-/tmp/hfssl-gpu-venv}"
 
-usable() {  # usable PYTHON -> 0 when it has CUDA torch and transformers
-    "$1" - <<'EOF' >/dev/null 2>&1
-import torch, transformers  # noqa: F401
-assert torch.cuda.is_available()
-EOF
-}
-
-PY=""
-for candidate in "${PYTHON:-}" ./.venv/bin/python "$GPU_VENV/bin/python" python3; do
-    if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 && usable "$candidate"; then
-        PY="$candidate"; break
-    fi
-done
-if [ -z "$PY" ]; then
-    echo "# no python with CUDA torch + transformers found: installing into $GPU_VENV (~2 min)"
-    python3 -m venv "$GPU_VENV"
-    "$GPU_VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$GPU_VENV/bin/python" -m pip install --quiet -e .
-    PY="$GPU_VENV/bin/python"
-    usable "$PY" || { echo "ERROR: torch in $GPU_VENV cannot see a CUDA GPU (nvidia-smi below)"; nvidia-smi || true; exit 1; }
-fi
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PY" -c "import torch, transformers; print('# python', __import__('sys').version.split()[0], \
-'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, \
-'gpu', torch.cuda.get_device_name())"
+INSTALL="."
+. benchmarks/gpu_python.sh  # sets PY
 
 EXTRA=()
 if [ "${COMPILE:-0}" = "1" ]; then EXTRA+=(--compile); fi

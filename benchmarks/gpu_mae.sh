@@ -21,34 +21,9 @@ STEPS="${STEPS:-20}"
 WARMUP="${WARMUP:-5}"
 LIMIT_S="${LIMIT_S:-560}"             # the benchmark itself; setup has its own time
 WORK="${WORK:-/tmp/hfssl-mae-step}"
-GPU_VENV="${GPU_VENV:-/tmp/hfssl-gpu-venv}"
 
-usable() {  # usable PYTHON -> 0 when it has CUDA torch, transformers and torchvision
-    "$1" - <<'PY' >/dev/null 2>&1
-import torch, torchvision, transformers, sklearn  # noqa: F401
-assert torch.cuda.is_available()
-PY
-}
-
-PY=""
-for candidate in "${PYTHON:-}" ./.venv/bin/python "$GPU_VENV/bin/python" python3; do
-    if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 && usable "$candidate"; then
-        PY="$candidate"; break
-    fi
-done
-if [ -z "$PY" ]; then
-    echo "# no python with CUDA torch + torchvision + transformers found: installing into $GPU_VENV (~2 min)"
-    python3 -m venv "$GPU_VENV"
-    "$GPU_VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$GPU_VENV/bin/python" -m pip install --quiet -e ".[dev]"
-    PY="$GPU_VENV/bin/python"
-    usable "$PY" || { echo "ERROR: torch in $GPU_VENV cannot see a CUDA GPU (nvidia-smi below)"; nvidia-smi || true; exit 1; }
-fi
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PY" -c "import torch, transformers; print('# python', __import__('sys').version.split()[0], \
-'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, \
-'gpu', torch.cuda.get_device_name())"
+NEEDS="torchvision sklearn" INSTALL=".[dev]"
+. benchmarks/gpu_python.sh  # sets PY
 
 timeout "$LIMIT_S" "$PY" benchmarks/mae_step.py \
     --jpeg_images "$IMAGES" --work_dir "$WORK" --preset base --image_size 224 --patch_size 16 \
