@@ -8,8 +8,9 @@ twice in a fresh subprocess: **cold** (empty datasets cache) and **cached** (the
 the recipe runs them: read + sentence split (``load_corpus``), held-out split, WordPiece training,
 tokenization and instances of the training split (``InstanceBuilder``), the held-out instances and their
 masking. Printed per stage: seconds and MB/s of corpus; per run: end-to-end time and MB/s, peak RSS (the
-process and its ``num_proc`` workers), cache bytes per corpus byte. The tokenizer is trained on at most
-``--tokenizer_sample_mb`` of text (sentences drawn evenly), as large-corpus practice does.
+process and its ``num_proc`` workers), cache bytes per corpus byte. The tokenizer is the recipe's
+(:func:`hfssl.text.tokenizer.corpus_tokenizer`): trained on at most ``--tokenizer_sample_mb`` of text (whole
+documents drawn evenly, the recipe's ``--tokenizer_train_mb``) and reused from the cache on the cached run.
 """
 
 from __future__ import annotations
@@ -61,13 +62,12 @@ def folder_bytes(folder: Path) -> int:
 
 def run_stages(corpus: str, cache: str, num_proc: int, tokenizer_sample_mb: float, max_seq_length: int) -> dict:
     """One preparation, in this process: stage -> seconds, plus peak RSS (MB)."""
-    import numpy as np
 
     from hfssl.methods.bert import premask
     from hfssl.text.corpus import CorpusArgs, load_corpus
     from hfssl.text.masking import MaskingArgs, MLMCollator
     from hfssl.text.nsp import InstanceBuilder, NSPArgs
-    from hfssl.text.tokenizer import train_wordpiece
+    from hfssl.text.tokenizer import TokenizerArgs, corpus_tokenizer
 
     times, t = {}, time.perf_counter()
 
@@ -82,9 +82,8 @@ def run_stages(corpus: str, cache: str, num_proc: int, tokenizer_sample_mb: floa
     split = documents.train_test_split(test_size=max(0.001, 4 / len(documents)), seed=0)
     lap("held-out split")
     train = split["train"]
-    share = min(1.0, tokenizer_sample_mb * 1e6 / max(report.bytes, 1))
-    sample = train.select(np.linspace(0, len(train) - 1, max(1, int(len(train) * share))).astype(int))
-    tokenizer = train_wordpiece(sample, vocab_size=30522, model_max_length=512, show_progress=False)
+    tokenizer = corpus_tokenizer(TokenizerArgs(vocab_size=30522, tokenizer_train_mb=tokenizer_sample_mb), train, 512,
+                                 log=lambda line: print(line, file=sys.stderr))
     lap("tokenizer training")
     args = NSPArgs(max_seq_length=max_seq_length, preprocessing_num_proc=num_proc)
     builder = InstanceBuilder.from_documents(train, tokenizer, args, seed=0)

@@ -53,10 +53,8 @@ def main(argv=None):
         split = split_documents(documents, split_args, seed=train_args.seed)
         saved_tokenizer = out / "tokenizer"
         tokenizer = get_or_train_tokenizer(
-            tok_args.tokenizer_name_or_path or (str(saved_tokenizer) if saved_tokenizer.is_dir() else None)
-            or model_args.model_name_or_path, split["train"], vocab_size=tok_args.vocab_size,
-            lowercase=tok_args.lowercase, min_frequency=tok_args.min_frequency,
-            model_max_length=tok_args.model_max_length or positions)
+            tok_args, split["train"], tok_args.model_max_length or positions, log=accelerator.print,
+            reuse=saved_tokenizer if saved_tokenizer.is_dir() else model_args.model_name_or_path)
         if base is not None and len(tokenizer) != base.vocab_size:
             raise UserError(f"the tokenizer has {len(tokenizer)} tokens but --model_name_or_path has {base.vocab_size} "
                             "embeddings; use the folder's own tokenizer (leave --tokenizer_name_or_path unset)")

@@ -55,9 +55,8 @@ def main(argv=None):
         split = split_documents(documents, split_args, seed=train_args.seed)
         saved_tokenizer = out / "tokenizer"
         tokenizer = get_or_train_tokenizer(
-            tok_args.tokenizer_name_or_path or (str(saved_tokenizer) if saved_tokenizer.is_dir() else None),
-            split["train"], vocab_size=tok_args.vocab_size, lowercase=tok_args.lowercase,
-            min_frequency=tok_args.min_frequency, model_max_length=tok_args.model_max_length or model_args.positions)
+            tok_args, split["train"], tok_args.model_max_length or model_args.positions, log=accelerator.print,
+            reuse=saved_tokenizer if saved_tokenizer.is_dir() else None)
         if accelerator.is_main_process and not saved_tokenizer.is_dir():
             save_tokenizer(tokenizer, saved_tokenizer)
         train_rows = InstanceBuilder.from_documents(split["train"], tokenizer, nsp_args, seed=train_args.seed,

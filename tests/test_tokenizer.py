@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections import Counter
 
 import datasets
+import numpy as np
 import pytest
 from transformers import AutoTokenizer, BertTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
@@ -123,10 +126,11 @@ def test_every_sentence_of_a_dataset_reaches_the_trainer():
 
 def test_get_or_train_and_load_errors(tmp_path, uncased):
     folder = save_tokenizer(uncased, tmp_path / "tok")
-    reused = get_or_train_tokenizer(str(folder), None, model_max_length=64)
+    reused = get_or_train_tokenizer(TokenizerArgs(tokenizer_name_or_path=str(folder)), None, 64)
     assert reused.get_vocab() == uncased.get_vocab() and reused.model_max_length == 64
+    assert get_or_train_tokenizer(TokenizerArgs(), None, 64, reuse=folder).get_vocab() == uncased.get_vocab()
     documents = datasets.Dataset.from_dict({"sentences": [corpus(50)]})
-    trained = get_or_train_tokenizer(None, documents, vocab_size=100, show_progress=False)
+    trained = get_or_train_tokenizer(TokenizerArgs(vocab_size=100), documents, 64)
     assert len(trained) == 100
     with pytest.raises(FileNotFoundError, match="missing_tok"):
         load_tokenizer(tmp_path / "missing_tok")
@@ -134,7 +138,7 @@ def test_get_or_train_and_load_errors(tmp_path, uncased):
     with pytest.raises(ValueError, match="empty"):
         load_tokenizer(tmp_path / "empty")
     with pytest.raises(ValueError, match="no tokenizer path"):
-        get_or_train_tokenizer(None, None)
+        get_or_train_tokenizer(TokenizerArgs(), None, 64)
 
 
 def test_tokenizer_args_validation():
@@ -146,3 +150,52 @@ def test_tokenizer_args_validation():
         TokenizerArgs(model_max_length=1)
     with pytest.raises(ValueError, match="vocab_size"):
         train_wordpiece(["a b"], vocab_size=3, show_progress=False)
+
+
+def _jsonl_corpus(path, n_docs: int) -> None:
+    """Documents whose marker words tell which document a vocabulary saw (``docmarkNN`` is in document NN only)."""
+    rng = random.Random(0)
+    words = ["river", "window", "garden", "letter", "morning", "evening", "carriage", "sister", "village", "kindness"]
+    with path.open("w") as f:
+        for d in range(n_docs):
+            body = " ".join(f"{' '.join(rng.choices(words, k=8))} docmark{d:02d} docmark{d:02d}." for _ in range(3))
+            f.write(json.dumps({"text": body}) + "\n")
+
+
+def test_corpus_tokenizer_samples_documents_evenly_and_reuses_the_vocabulary_of_the_same_corpus(tmp_path, monkeypatch):
+    from hfssl.text import tokenizer as tok
+    from hfssl.text.corpus import CorpusArgs, load_corpus
+
+    _jsonl_corpus(tmp_path / "c.jsonl", 40)
+    corpus_args = CorpusArgs(corpus=str(tmp_path / "c.jsonl"), cache_dir=str(tmp_path / "cache"))
+    documents, _ = load_corpus(corpus_args)
+    joined = sum(sum(len(x.encode()) for x in s) for s in documents["sentences"])  # brute force: every sentence
+    assert tok.text_megabytes(documents) == pytest.approx(joined / 1e6)  # 40 documents: all are measured
+
+    seen = []
+    real_train = tok.train_wordpiece
+
+    def recording_train(sample, **kw):
+        seen.append([int(re.search(r"docmark(\d+)", " ".join(s)).group(1)) for s in sample["sentences"]])
+        return real_train(sample, **kw, show_progress=False)
+
+    monkeypatch.setattr(tok, "train_wordpiece", recording_train)
+    args = tok.TokenizerArgs(vocab_size=2000, tokenizer_train_mb=joined / 1e6 / 4)  # about a quarter of the text
+    logs = []
+    first = tok.corpus_tokenizer(args, documents, 64, log=logs.append)
+    expected = np.linspace(0, 39, 10).astype(int)  # 10 of 40 documents, spread over the whole corpus
+    assert len(seen) == 1 and seen[0] == list(expected)
+    assert "training on 10 of 40 documents" in logs[0]
+    vocab = first.get_vocab()
+    assert {f"docmark{d:02d}" for d in expected} <= set(vocab) and "docmark01" not in vocab
+
+    again, _ = load_corpus(corpus_args)  # the same corpus read again from its cache: no training
+    reused = tok.corpus_tokenizer(args, again, 64, log=logs.append)
+    assert len(seen) == 1 and reused.get_vocab() == vocab and "trained on this corpus before" in logs[-1]
+    tok.corpus_tokenizer(tok.TokenizerArgs(vocab_size=2001, tokenizer_train_mb=args.tokenizer_train_mb), again, 64,
+                         log=logs.append)  # other settings: trained again
+    tok.corpus_tokenizer(tok.TokenizerArgs(vocab_size=2000, tokenizer_train_mb=0), again, 64, log=logs.append)
+    assert len(seen) == 3 and len(seen[2]) == 40  # 0: all of the text
+    _jsonl_corpus(tmp_path / "c.jsonl", 41)  # another corpus in the same file: trained again
+    tok.corpus_tokenizer(args, load_corpus(corpus_args)[0], 64, log=logs.append)
+    assert len(seen) == 4

@@ -8,6 +8,8 @@ The trained pipeline is the original BERT one: BertNormalizer, BertPreTokenizer,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
@@ -24,6 +28,7 @@ from hfssl.errors import UserError
 from hfssl.hub import publish_folder
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
+_CACHE_VERSION = 1  # of how corpus_tokenizer trains: a change here must not reuse vocabularies cached before it
 
 
 @dataclass
@@ -36,6 +41,10 @@ class TokenizerArgs:
     lowercase: bool = field(default=True, metadata={"help": "Lowercase and strip accents (BERT uncased); "
                                                             "--no_lowercase for a cased vocabulary."})
     min_frequency: int = field(default=2, metadata={"help": "Minimum count for a merge to enter the vocabulary."})
+    tokenizer_train_mb: float = field(default=1000.0, metadata={
+        "help": "Train the vocabulary on at most this many MB of the training text, whole documents drawn evenly "
+                "across the corpus (0: all of it). Preparation of a corpus of many GB otherwise spends most of "
+                "its time here; the vocabulary of 1 GB of text is what large-corpus practice trains on."})
     model_max_length: int | None = field(default=None, metadata={
         "help": "Maximum sequence length stored with the tokenizer (default: the model's position count for "
                 "recipes/bert_mlm.py, 512 for recipes/train_tokenizer.py)."})
@@ -44,6 +53,8 @@ class TokenizerArgs:
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(f"--vocab_size must be above the {len(SPECIAL_TOKENS)} special tokens "
                              f"({' '.join(SPECIAL_TOKENS)}), got {self.vocab_size}; e.g. 8192")
+        if self.tokenizer_train_mb < 0:
+            raise ValueError(f"--tokenizer_train_mb must be 0 (all the text) or positive, got {self.tokenizer_train_mb}")
         if self.min_frequency < 1:
             raise ValueError(f"--min_frequency must be at least 1, got {self.min_frequency}")
         if self.model_max_length is not None and self.model_max_length < 2:
@@ -183,11 +194,56 @@ def load_tokenizer(folder: str | Path, model_max_length: int | None = None) -> P
     return tokenizer
 
 
-def get_or_train_tokenizer(tokenizer_path: str | None, documents: datasets.Dataset | None,
-                           **train_kwargs) -> PreTrainedTokenizerBase:
-    """Reuse the tokenizer at ``tokenizer_path`` if given, else train one on the documents' sentences."""
-    if tokenizer_path:
-        return load_tokenizer(tokenizer_path, train_kwargs.get("model_max_length"))
+def text_megabytes(documents: datasets.Dataset, probe: int = 2000) -> float:
+    """About how many MB of UTF-8 text the documents' sentences hold (measured on up to ``probe`` documents drawn
+    evenly, scaled to all)."""
+    if len(documents) == 0:
+        return 0.0
+    picks = np.unique(np.linspace(0, len(documents) - 1, min(probe, len(documents))).astype(np.int64))
+    column = "sentences" if "sentences" in documents.column_names else "text"
+    values = documents.select(picks).with_format("arrow")[column]
+    flat = pc.list_flatten(values) if column == "sentences" else values
+    size = int(pc.sum(pc.binary_length(pc.cast(flat, pa.binary()))).as_py() or 0)
+    return size / 1e6 * len(documents) / len(picks)
+
+
+def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max_length: int,
+                     log=print) -> PreTrainedTokenizerBase:
+    """A WordPiece tokenizer for ``documents`` (the training split): trained on at most ``args.tokenizer_train_mb``
+    MB of it (whole documents drawn evenly), and kept beside the documents' ``datasets`` cache files, keyed by
+    their fingerprint and the vocabulary settings, so that preparing the same corpus again (another run, another
+    process, a resume) loads it instead of training it again. In-memory documents are never cached."""
+    settings = {k: getattr(args, k) for k in ("vocab_size", "lowercase", "min_frequency", "tokenizer_train_mb")}
+    folder = None
+    if documents.cache_files and documents._fingerprint:
+        key = hashlib.sha256(json.dumps([documents._fingerprint, settings, _CACHE_VERSION]).encode()).hexdigest()[:16]
+        folder = Path(documents.cache_files[0]["filename"]).parent / f"hfssl-wordpiece-{key}"
+        if (folder / "tokenizer.json").is_file():
+            log(f"tokenizer: the vocabulary trained on this corpus before, from {folder}")
+            return load_tokenizer(folder, model_max_length)
+    sample, total = documents, text_megabytes(documents)
+    if args.tokenizer_train_mb and total > args.tokenizer_train_mb:
+        n = max(1, int(len(documents) * args.tokenizer_train_mb / total))
+        sample = documents.select(np.linspace(0, len(documents) - 1, n).astype(np.int64))
+        log(f"tokenizer: training on {n:,} of {len(documents):,} documents (about {args.tokenizer_train_mb:g} of "
+            f"{total:,.0f} MB, --tokenizer_train_mb)")
+    tokenizer = train_wordpiece(sample, vocab_size=args.vocab_size, lowercase=args.lowercase,
+                                min_frequency=args.min_frequency, model_max_length=model_max_length)
+    if folder is not None:
+        try:
+            publish_tokenizer(tokenizer, folder, overwrite=True)
+        except OSError as err:  # a read-only cache only costs the next run the training time
+            log(f"note: could not cache the tokenizer in {folder} ({err})")
+    return tokenizer
+
+
+def get_or_train_tokenizer(args: TokenizerArgs, documents: datasets.Dataset | None, model_max_length: int, *,
+                           reuse: str | Path | None = None, log=print) -> PreTrainedTokenizerBase:
+    """The tokenizer folder ``args.tokenizer_name_or_path`` or else ``reuse`` (a run's own saved tokenizer, a model
+    folder's) when one is given; otherwise :func:`corpus_tokenizer` on ``documents``."""
+    path = args.tokenizer_name_or_path or reuse
+    if path:
+        return load_tokenizer(path, model_max_length)
     if documents is None:
         raise ValueError("no tokenizer path and no documents to train one on")
-    return train_wordpiece(documents, **train_kwargs)
+    return corpus_tokenizer(args, documents, model_max_length, log)
