@@ -54,7 +54,8 @@ FREE_TO_CHANGE = {"cache_dir", "num_proc", "preprocessing_num_proc", "num_pictur
 TRAIN_DEFINING = ("seed", "per_device_train_batch_size", "gradient_accumulation_steps")
 # Settings added after checkpoints were first written, with the value that reproduces what runs did before them:
 # a checkpoint without the key resumes when the run has that value (image storage before encoded storage existed).
-BEFORE_ADDED = {"storage": "decoded", "max_side": None, "jpeg_quality": 90, "model_name_or_path": None}
+BEFORE_ADDED = {"storage": "decoded", "max_side": None, "jpeg_quality": 90, "model_name_or_path": None,
+                "tokenizer_train_mb": 1000.0}  # all the text of any corpus run before it (< 1 GB)
 
 
 def run_settings(train_args, *defining) -> dict:

@@ -223,6 +223,18 @@ def test_second_build_is_served_from_cache(tmp_path, monkeypatch):
         nsp.build_instances(corpus, **{**kwargs, "epoch": 1})  # another epoch is another cache entry
 
 
+@pytest.mark.parametrize("nsp_on", [True, False])
+def test_ids_above_uint16_are_kept_exactly(nsp_on):
+    """A vocabulary over 65,536 ids (e.g. a multilingual one) keeps int32 instances, id for id."""
+    big = Dataset.from_dict({"tokens": [[[70_000 + i for i in range(12)], [5, 6, 7]], [[65_535, 65_536, 9], [8]]]})
+    instances = nsp.build_instances(big, cls_id=CLS, sep_id=SEP, max_seq_length=64, nsp=nsp_on, num_proc=1)
+    assert instances.features["input_ids"].feature.dtype == "int32"
+    ids = {t for row in instances["input_ids"] for t in row}
+    assert {70_000, 70_011, 65_535, 65_536} <= ids and max(ids) == 70_011
+    if nsp_on:
+        assert instances.features["token_type_ids"].feature.dtype == "int8"
+
+
 def test_without_nsp_documents_are_packed_full_sentences():
     """RoBERTa's FULL-SENTENCES against a brute-force reference: the documents of a block as one stream with a
     [SEP] between documents, cut into full rows; every token once; rows differ between epochs."""
@@ -237,10 +249,10 @@ def test_without_nsp_documents_are_packed_full_sentences():
     for epoch in (0, 1):
         instances = nsp.build_instances(corpus, cls_id=CLS, sep_id=SEP, max_seq_length=34, short_seq_prob=0.3,
                                         nsp=False, seed=2, epoch=epoch, num_proc=1)
-        assert instances.column_names == ["input_ids", "token_type_ids"]
+        assert instances.column_names == ["input_ids"]  # one segment: the collator's token types are all 0
+        assert instances.features["input_ids"].feature.dtype == "uint16"  # every id < 65,536
         rows = instances["input_ids"]
         assert all(r[0] == CLS and r[-1] == SEP and len(r) <= 34 for r in rows)
-        assert all(t == [0] * len(r) for r, t in zip(rows, instances["token_type_ids"]))
         assert [t for r in rows for t in r[1:-1]] == stream  # every token once, in order, [SEP] between documents
         assert all(len(r) == 34 for r in rows[1:-1])  # only the block's first and last rows are short
         if epoch == 0:
@@ -337,7 +349,7 @@ def test_tokenize_documents_matches_the_tokenizer(kind, bert_tokenizer):
     documents = Dataset.from_dict({"sentences": TEXTS, "title": ["a", "b", "c", "d"]})
     tokenized = encode.tokenize_documents(documents, tok, num_proc=1)
     tok.backend_tokenizer.no_truncation()
-    assert tokenized.column_names == ["sentences", "title", "tokens"] and tokenized["title"] == list("abcd")
+    assert tokenized.column_names == ["tokens"]  # the text is not copied into the token cache again
     expected = [[tok(s, add_special_tokens=False)["input_ids"] for s in doc] for doc in TEXTS]
     assert tokenized["tokens"] == expected
     assert any(len(s) > 8 for doc in expected for s in doc)

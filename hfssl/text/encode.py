@@ -1,6 +1,6 @@
 """Sentence tokenization for the pair builder: each document's sentences -> token ids, fast and cached.
 
-``tokenize_documents`` adds a ``tokens`` column (per document, each sentence's ids without special
+``tokenize_documents`` gives a ``tokens`` column (per document, each sentence's ids without special
 tokens) with a batched, cached ``datasets.map`` over Arrow batches; ``TokenCorpus`` is the flat view of
 that column the pair builder samples from (sentence offsets into one token array).
 """
@@ -16,10 +16,10 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, List, Value
+from datasets import Dataset, Features, List, Value
 from datasets.fingerprint import Hasher
 
-CACHE_VERSION = "hfssl-nsp-1"
+CACHE_VERSION = "hfssl-nsp-2"  # 2: the tokenized cache holds tokens only
 TOKENS_FEATURE = List(List(Value("int32")))
 
 
@@ -113,30 +113,29 @@ class _Encoder:
 
 
 def _tokenize_batch(batch: pa.Table, *, encoder: _Encoder) -> pa.Table:
-    """Arrow batch of documents -> the same batch plus ``tokens`` (one id list per sentence)."""
+    """Arrow batch of documents -> ``tokens`` alone (one id list per sentence): the sentences' text is not copied
+    into this cache again (it was 1x the corpus of cache for nothing)."""
     sentences = batch.column("sentences").combine_chunks()  # list<string> per document
     per_doc = pc.list_value_length(sentences).fill_null(0).to_numpy(zero_copy_only=False)
     lengths, ids = encoder(sentences.flatten())
     sentence_offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     doc_offsets = pa.array(np.concatenate([[0], np.cumsum(per_doc)]).astype(np.int32))
     tokens = pa.ListArray.from_arrays(doc_offsets, pa.ListArray.from_arrays(sentence_offsets, pa.array(ids)))
-    if "tokens" in batch.column_names:
-        batch = batch.drop_columns(["tokens"])
-    return batch.append_column("tokens", tokens)
+    return pa.table({"tokens": tokens})
 
 
 def tokenize_documents(documents: Dataset, tokenizer, *, num_proc: int | None = None) -> Dataset:
-    """Add ``tokens``: per document, each sentence's ids *without* special tokens (batched, cached)."""
+    """Documents -> a dataset of ``tokens`` only: per document, each sentence's ids *without* special tokens
+    (batched, cached; the other columns are dropped)."""
     if "sentences" not in documents.column_names:
         raise ValueError(f"documents need a 'sentences' column (list of str per document); got columns "
                          f"{documents.column_names}. Build them with hfssl.text.corpus.load_documents")
     encoder = _Encoder(tokenizer)
-    features = documents.features.copy()
-    features["tokens"] = TOKENS_FEATURE
+    features = Features({"tokens": TOKENS_FEATURE})
     num_proc = min(resolve_num_proc(num_proc, documents.data.nbytes, 16e6), len(documents))
     out = documents.with_format("arrow").map(
         _tokenize_batch, batched=True, batch_size=1000, fn_kwargs={"encoder": encoder}, features=features,
-        num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing sentences",
+        num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing sentences", remove_columns=documents.column_names,
         new_fingerprint=Hasher.hash([CACHE_VERSION, "tokens", documents._fingerprint, encoder.fingerprint]),
     )
     return out.with_format(None)

@@ -147,7 +147,7 @@ def _block_seed(seed: int, epoch: int, first_doc: int) -> int:
 
 
 # ------------------------------------------------------------------------------- rows and map
-def _rows(tokens: np.ndarray, segments: np.ndarray, specials: list[int], types: list[int]):
+def _rows(tokens: np.ndarray, segments: np.ndarray, specials: list[int], types: list[int], id_type: str = "int32"):
     """Gather instances made of segments. ``segments`` (n, k, 2) holds [lo, hi) ranges into ``tokens``;
     a segment with ``specials[j] >= 0`` is that one id instead. Returns offsets, ids, token types."""
     n, k = segments.shape[:2]
@@ -157,26 +157,26 @@ def _rows(tokens: np.ndarray, segments: np.ndarray, specials: list[int], types: 
     seg_off = np.cumsum(seg_len) - seg_len  # (n*k,) first output position of each segment
     src = np.repeat(seg_lo - seg_off, seg_len) + np.arange(seg_len.sum())
     is_special = np.repeat(special, seg_len)
-    ids = np.where(is_special >= 0, is_special, tokens[src] if len(tokens) else 0).astype(np.int32)
-    token_types = np.repeat(np.tile(np.asarray(types, np.int32), n), seg_len)
+    ids = np.where(is_special >= 0, is_special, tokens[src] if len(tokens) else 0).astype(id_type)
+    token_types = np.repeat(np.tile(np.asarray(types, np.int8), n), seg_len)
     row_len = seg_len.reshape(n, k).sum(1)
     offsets = np.concatenate([[0], np.cumsum(row_len)]).astype(np.int32)
     return pa.array(offsets), pa.array(ids), pa.array(token_types)
 
 
-def _instance_table(tokens: np.ndarray, found: list, cls_id: int, sep_id: int) -> pa.Table:
+def _instance_table(tokens: np.ndarray, found: list, cls_id: int, sep_id: int, id_type: str = "int32") -> pa.Table:
     """Found ``(a_lo, a_hi, b_lo, b_hi, label)`` offsets -> the sentence-pair instance columns."""
     inst = np.asarray(found, dtype=np.int64).reshape(-1, 5)
     zero = np.zeros((len(inst), 2), np.int64)  # the range of a special token is ignored
     segments = np.stack([zero, inst[:, 0:2], zero, inst[:, 2:4], zero], 1)  # (n, 5, 2): [CLS] A [SEP] B [SEP]
-    offsets, ids, types = _rows(tokens, segments, [cls_id, -1, sep_id, -1, sep_id], [0, 0, 0, 1, 1])
+    offsets, ids, types = _rows(tokens, segments, [cls_id, -1, sep_id, -1, sep_id], [0, 0, 0, 1, 1], id_type)
     return pa.table({"input_ids": pa.ListArray.from_arrays(offsets, ids),
                      "token_type_ids": pa.ListArray.from_arrays(offsets, types),
                      "next_sentence_label": pa.array(inst[:, 4])})
 
 
 def _build_blocks(blocks: dict, *, tokenized: Dataset, seed: int, epoch: int, cls_id: int, sep_id: int,
-                  max_seq_length: int, short_seq_prob: float, random_next_prob: float, **_) -> pa.Table:
+                  max_seq_length: int, short_seq_prob: float, random_next_prob: float, id_type: str, **_) -> pa.Table:
     """``datasets.map`` function of ``nsp=True`` over blocks of documents -> sentence-pair instances."""
     corpus = flat_corpus(tokenized)
     found: list = []
@@ -187,12 +187,13 @@ def _build_blocks(blocks: dict, *, tokenized: Dataset, seed: int, epoch: int, cl
                 continue
             _pair_instances(corpus, doc, rng, found, debt, max_num_tokens=max_seq_length - 3,
                             short_seq_prob=short_seq_prob, random_next_prob=random_next_prob)
-    return _instance_table(corpus.tokens, found, cls_id, sep_id)
+    return _instance_table(corpus.tokens, found, cls_id, sep_id, id_type)
 
 
 def _packed_blocks(blocks: dict, *, tokenized: Dataset, seed: int, epoch: int, cls_id: int, sep_id: int,
-                   max_seq_length: int, **_) -> pa.Table:
-    """``datasets.map`` function of ``nsp=False``: FULL-SENTENCES rows (module docstring)."""
+                   max_seq_length: int, id_type: str, **_) -> pa.Table:
+    """``datasets.map`` function of ``nsp=False``: FULL-SENTENCES rows (module docstring); one segment, so no
+    ``token_type_ids`` are stored (the collator's default is all zeros)."""
     corpus = flat_corpus(tokenized)
     body = max_seq_length - 2  # tokens between [CLS] and [SEP]
     rows: list[np.ndarray] = []
@@ -207,8 +208,7 @@ def _packed_blocks(blocks: dict, *, tokenized: Dataset, seed: int, epoch: int, c
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     special = np.array([cls_id], np.int32), np.array([sep_id], np.int32)
     ids = np.concatenate([x for r in rows for x in (special[0], r, special[1])]) if rows else np.zeros(0, np.int32)
-    return pa.table({"input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids.astype(np.int32))),
-                     "token_type_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.zeros(len(ids), np.int32)))})
+    return pa.table({"input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids.astype(id_type)))})
 
 
 def _block_stream(corpus: TokenCorpus, first: int, stop: int, sep_id: int) -> np.ndarray:
@@ -224,20 +224,28 @@ def _block_stream(corpus: TokenCorpus, first: int, stop: int, sep_id: int) -> np
     return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
-def _features(nsp: bool) -> Features:
-    features = {"input_ids": List(Value("int32")), "token_type_ids": List(Value("int32"))}
+def _features(nsp: bool, id_type: str) -> Features:
+    features = {"input_ids": List(Value(id_type))}
     if nsp:
+        features["token_type_ids"] = List(Value("int8"))
         features["next_sentence_label"] = Value("int64")
     return Features(features)
+
+
+def _id_type(corpus: TokenCorpus, *special_ids: int) -> str:
+    """The narrowest type the instances' ids fit: ``uint16`` for vocabularies up to 65,536 (BERT's 30,522
+    included; half the cache of int32), else ``int32``."""
+    top = max([int(corpus.tokens.max()) if len(corpus.tokens) else 0, *special_ids])
+    return "uint16" if top < 2**16 else "int32"
 
 
 def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_length: int = 128,
                     short_seq_prob: float = 0.1, nsp: bool = True, random_next_prob: float = 0.5,
                     seed: int = 0, epoch: int = 0, num_proc: int | None = None, name: str = "corpus") -> Dataset:
-    """Instances of one epoch: ``input_ids`` and ``token_type_ids`` (unpadded), ``next_sentence_label``
-    (``nsp=True`` only). Deterministic for ``(seed, epoch)`` whatever ``num_proc``; cached beside the
-    tokenized corpus when it lives in files (a second call reads the cache). ``name`` says in errors which
-    documents these are ("training split", "held-out split"); it is not part of the result."""
+    """Instances of one epoch: ``input_ids`` (unpadded; uint16 when every id fits), and with ``nsp=True``
+    ``token_type_ids`` (int8) and ``next_sentence_label``. Deterministic for ``(seed, epoch)`` whatever
+    ``num_proc``; cached beside the tokenized corpus when it lives in files (a second call reads the cache).
+    ``name`` says in errors which documents these are ("training split", "held-out split"); not part of the result."""
     NSPArgs(max_seq_length, short_seq_prob, nsp, random_next_prob)  # validates
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed={seed} and epoch={epoch} must be >= 0")
@@ -254,7 +262,8 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     starts = list(range(0, n, BLOCK_DOCS))
     blocks = Dataset.from_dict({"start": starts, "stop": [min(s + BLOCK_DOCS, n) for s in starts]})
     kwargs = dict(nsp=nsp, seed=seed, epoch=epoch, cls_id=cls_id, sep_id=sep_id, max_seq_length=max_seq_length,
-                  short_seq_prob=short_seq_prob, random_next_prob=random_next_prob)
+                  short_seq_prob=short_seq_prob, random_next_prob=random_next_prob,
+                  id_type=_id_type(corpus, cls_id, sep_id))
     fingerprint = Hasher.hash([CACHE_VERSION, "full-sentences" if not nsp else "pairs", BLOCK_DOCS, tokenized._fingerprint, sorted(kwargs.items())])
     cache_file = None
     if tokenized.cache_files:
@@ -264,7 +273,7 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     return blocks.map(
         _build_blocks if nsp else _packed_blocks, batched=True, batch_size=1,
         fn_kwargs={"tokenized": tokenized, **kwargs},
-        remove_columns=["start", "stop"], features=_features(nsp), num_proc=num_proc if num_proc > 1 else None,
+        remove_columns=["start", "stop"], features=_features(nsp, kwargs["id_type"]), num_proc=num_proc if num_proc > 1 else None,
         new_fingerprint=fingerprint, cache_file_name=cache_file, desc=f"NSP instances (epoch {epoch})",
     )
 
