@@ -19,8 +19,11 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value
 from datasets.fingerprint import Hasher
 
-CACHE_VERSION = "hfssl-nsp-2"  # 2: the tokenized cache holds tokens only
-TOKENS_FEATURE = List(List(Value("int32")))
+CACHE_VERSION = "hfssl-nsp-3"  # 2: the tokenized cache holds tokens only; 3: uint16 ids when they fit
+def tokens_feature(vocab_size: int) -> List:
+    """Per document, per sentence, the ids: uint16 for vocabularies up to 65,536 (half the cache and memory of
+    int32), else int32."""
+    return List(List(Value("uint16" if vocab_size <= 2**16 else "int32")))
 
 
 def resolve_num_proc(num_proc: int | None, work: float = float("inf"), work_per_proc: float = 1.0) -> int:
@@ -112,7 +115,7 @@ class _Encoder:
         return tokens_before[word_end] - tokens_before[word_end - per_text], ids[gather]
 
 
-def _tokenize_batch(batch: pa.Table, *, encoder: _Encoder) -> pa.Table:
+def _tokenize_batch(batch: pa.Table, *, encoder: _Encoder, id_type: str = "int32") -> pa.Table:
     """Arrow batch of documents -> ``tokens`` alone (one id list per sentence): the sentences' text is not copied
     into this cache again (it was 1x the corpus of cache for nothing)."""
     sentences = batch.column("sentences").combine_chunks()  # list<string> per document
@@ -120,7 +123,7 @@ def _tokenize_batch(batch: pa.Table, *, encoder: _Encoder) -> pa.Table:
     lengths, ids = encoder(sentences.flatten())
     sentence_offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     doc_offsets = pa.array(np.concatenate([[0], np.cumsum(per_doc)]).astype(np.int32))
-    tokens = pa.ListArray.from_arrays(doc_offsets, pa.ListArray.from_arrays(sentence_offsets, pa.array(ids)))
+    tokens = pa.ListArray.from_arrays(doc_offsets, pa.ListArray.from_arrays(sentence_offsets, pa.array(ids.astype(id_type))))
     return pa.table({"tokens": tokens})
 
 
@@ -131,12 +134,13 @@ def tokenize_documents(documents: Dataset, tokenizer, *, num_proc: int | None = 
         raise ValueError(f"documents need a 'sentences' column (list of str per document); got columns "
                          f"{documents.column_names}. Build them with hfssl.text.corpus.load_documents")
     encoder = _Encoder(tokenizer)
-    features = Features({"tokens": TOKENS_FEATURE})
+    features = Features({"tokens": tokens_feature(len(tokenizer))})
+    id_type = features["tokens"].feature.feature.dtype
     num_proc = min(resolve_num_proc(num_proc, documents.data.nbytes, 16e6), len(documents))
     out = documents.with_format("arrow").map(
-        _tokenize_batch, batched=True, batch_size=1000, fn_kwargs={"encoder": encoder}, features=features,
+        _tokenize_batch, batched=True, batch_size=1000, fn_kwargs={"encoder": encoder, "id_type": id_type}, features=features,
         num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing sentences", remove_columns=documents.column_names,
-        new_fingerprint=Hasher.hash([CACHE_VERSION, "tokens", documents._fingerprint, encoder.fingerprint]),
+        new_fingerprint=Hasher.hash([CACHE_VERSION, "tokens", documents._fingerprint, encoder.fingerprint, id_type]),
     )
     return out.with_format(None)
 
@@ -153,7 +157,7 @@ class TokenCorpus:
         per_doc = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
         sentences = column.flatten()
         length = pc.list_value_length(sentences).fill_null(0).to_numpy(zero_copy_only=False)
-        self.tokens = sentences.flatten().to_numpy(zero_copy_only=False)  # (N,) int32
+        self.tokens = sentences.flatten().to_numpy(zero_copy_only=False)  # (N,) uint16 (or int32: big vocabularies)
         keep = length > 0
         self.start = (np.cumsum(length) - length)[keep]
         self.length = length[keep]
