@@ -171,6 +171,7 @@ def test_evaluation_is_exact_across_process_counts(corpus, tmp_path):
         assert metrics[0][key] == pytest.approx(metrics[1][key], rel=1e-6, abs=1e-9), key
 
 
+@pytest.mark.slow  # 30-40 s: with the slow tests (the fast suite keeps other exact-resume checks)
 def test_resume_from_a_checkpoint_reaches_the_same_model(corpus, tmp_path):
     """Run 6 steps with checkpoints at 3 and 6; drop step 6 and the model as if killed after step 3;
     --resume then ends with exactly the weights of the uninterrupted run (tied embeddings included)."""

@@ -61,6 +61,7 @@ def test_recipe_monitors_knn_and_exports_a_backbone_the_auto_classes_load(method
     assert len(answer) == 2 and {a["label"] for a in answer} == {"LABEL_0", "LABEL_1"}
 
 
+@pytest.mark.slow  # 30-40 s: with the slow tests (the fast suite keeps other exact-resume checks)
 def test_moco_queue_is_in_the_checkpoint_and_resume_continues(data, tmp_path):
     out = tmp_path / "moco"
     args = ["--data", data, "--output_dir", out, *SMALL, "--moco_version", "v2", "--save_steps", "2",
