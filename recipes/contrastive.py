@@ -13,7 +13,6 @@ Sections: args, Accelerator, seed -> images (main process first, decoded once) -
 on frozen backbone features, and the same backbone at its random initialisation as the baseline -> export.
 """
 
-import copy
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,9 +35,9 @@ from hfssl.vision.backbones import (
 )
 from hfssl.vision.data import ImageDataArgs, close_decode_failures, load_images, settle, subset
 from hfssl.vision.export import export_backbone
-from hfssl.vision.loader import DECODE_FAILURES, as_pixels, collate_images, log_decode_failures
+from hfssl.vision.loader import as_pixels, collate_images, log_decode_failures
 from hfssl.vision.pretrained import read_model_folder
-from hfssl.vision.probe import KNNMonitor, MonitorArgs, as_hooks, frozen_evaluation
+from hfssl.vision.probe import KNNMonitor, MonitorArgs, as_hooks, held_out_evaluation
 from hfssl.vision.transforms import AugmentArgs, training_data
 from hfssl.vision.views import TwoViews, ViewArgs
 
@@ -64,7 +63,7 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
     accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
 
-    failure_log = log_decode_failures(out / DECODE_FAILURES)  # encoded files that only fail when decoded whole
+    log_decode_failures(out)  # encoded files that only fail when decoded whole, counted at the end
     with accelerator.main_process_first():
         data = load_images(data_args, seed=train_args.seed, model_stats=folder and folder.mean and (folder.mean, folder.std))
     accelerator.print(data.report)
@@ -109,28 +108,11 @@ def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict
 
     metrics = {**result.eval_metrics, "steps": result.step}
     if accelerator.is_main_process:
-        if failed := close_decode_failures(data.report, failure_log):
-            print(failed)
-            metrics["images_failed_to_decode"] = len(data.report.failed_when_read)
-        backbone = result.model.backbone
-        if labelled and mon_args.linear_probe:
-            bank, test = as_pixels(subset(data.train, mon_args.probe_max_images, 0), data.image_size), as_pixels(
-                data.eval, data.image_size)
-            final = frozen_evaluation(backbone, bank, test, data.mean, data.std, len(data.label_names),
-                                      mon_args.knn_k, progress=True)
-            metrics.update({f"test_{k}": v for k, v in final.items()})
-            print(f"frozen backbone features on {len(data.eval)} held-out images: kNN (k={mon_args.knn_k}, bank "
-                  f"{len(bank)}) {final['knn_accuracy']:.2%}, linear probe {final['linear_probe_accuracy']:.2%}")
-            if mon_args.random_init_baseline:  # the same architecture and seed, untrained: what pretraining bought
-                random_init = copy.deepcopy(backbone)
-                random_init.load_state_dict(initial_state)
-                base = frozen_evaluation(random_init, bank, test, data.mean, data.std, len(data.label_names),
-                                         mon_args.knn_k, progress=True)
-                start = "loaded" if folder is not None else "random_init"  # with a folder: the model it started from
-                metrics.update({f"test_{start}_{k}": v for k, v in base.items()})
-                pct = lambda d, key: f"{100 * d[key + '_accuracy']:.1f} %"  # noqa: E731
-                print(f"{start.replace('_', ' ')} kNN {pct(base, 'knn')} / probe {pct(base, 'linear_probe')} -> "
-                      f"pretrained kNN {pct(final, 'knn')} / probe {pct(final, 'linear_probe')}")
+        close_decode_failures(data.report, metrics)
+        backbone = result.model.backbone  # (the trained one: SyncBatchNorm conversion makes new modules)
+        if labelled and mon_args.linear_probe:  # with the same backbone untrained (or as loaded) beside it
+            start = "loaded" if folder is not None else "random_init"
+            metrics.update(held_out_evaluation(backbone, data, mon_args, initial_state, start))
         card = ModelCardInfo(
             model_name=hub_args.hub_model_id or out.name, method=method, base_model_type=bb_args.backbone,
             tags=[bb_args.backbone, method, "image-feature-extraction"], pipeline_tag="image-feature-extraction",

@@ -33,7 +33,6 @@ from hfssl.methods.mae import (
 from hfssl.train import TrainArgs, fit, make_accelerator
 from hfssl.vision.data import ImageDataArgs, close_decode_failures, load_images, settle
 from hfssl.vision.loader import (
-    DECODE_FAILURES,
     PIXELS,
     as_pixels,
     collate_images,
@@ -71,7 +70,7 @@ def main(argv=None):
 
     # Images: decoded once to fixed-size uint8 (cached by datasets); augmentation happens per step on the
     # device, and the evaluation set gets its masking noise drawn once, so every evaluation is comparable.
-    failure_log = log_decode_failures(out / DECODE_FAILURES)  # encoded files that only fail when decoded whole
+    log_decode_failures(out)  # encoded files that only fail when decoded whole, counted at the end
     with accelerator.main_process_first():
         data = load_images(data_args, seed=train_args.seed, model_stats=folder and folder.mean and (folder.mean, folder.std))
     accelerator.print(data.report)
@@ -101,9 +100,7 @@ def main(argv=None):
 
     metrics = {**result.eval_metrics, "steps": result.step}
     if accelerator.is_main_process:
-        if failed := close_decode_failures(data.report, failure_log):
-            print(failed)
-            metrics["images_failed_to_decode"] = len(data.report.failed_when_read)
+        close_decode_failures(data.report, metrics)
         card = ModelCardInfo(
             model_name=hub_args.hub_model_id or out.name, method="mae", base_model_type="vit",
             tags=["vit", "mae", "image-feature-extraction"], pipeline_tag="image-feature-extraction",

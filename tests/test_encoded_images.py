@@ -179,7 +179,7 @@ def test_files_failing_in_the_loaders_workers_are_counted_once_across_workers_an
         Image.new("RGB", (90, 80), (50, 60, 70)).save(tmp_path / "f" / name / "ok.png")
         (tmp_path / "f" / name / "bad.png").write_bytes(_png_with_bad_data())
     data = load_images(args(tmp_path / "f"))
-    log = log_decode_failures(tmp_path / "run" / DECODE_FAILURES)
+    log = log_decode_failures(tmp_path / "run")
     try:
         epoch_data, _ = training_data(data, AugmentArgs(), seed=0, views=2)
         for epoch in (0, 1):  # the same two files fail in every epoch, in whichever worker fetches them (a
@@ -187,11 +187,13 @@ def test_files_failing_in_the_loaders_workers_are_counted_once_across_workers_an
             for batch in DataLoader(epoch_data(epoch), batch_size=2, collate_fn=collate_images, num_workers=2):
                 assert batch[PIXELS].shape == (2, 3, S, S)
     finally:
-        line = close_decode_failures(data.report, log)
+        metrics = {}
+        line = close_decode_failures(data.report, metrics)
     assert len(log.read_text().splitlines()) == 4  # every failure is written, by the workers
     failed = sorted(source for source, _ in data.report.failed_when_read)
     assert failed == sorted(str(tmp_path / "f" / name / "bad.png") for name in ("a", "b"))
     assert line.startswith("warning: 2 image(s) failed to decode when read") and "a/bad.png" in line
+    assert metrics == {"images_failed_to_decode": 2} and log == tmp_path / "run" / DECODE_FAILURES
     assert "2 failed to decode when read during the run" in str(data.report)  # what the model card shows
     with pytest.warns(UserWarning, match="could not be decoded"):  # in this process: warned, no longer logged
         as_pixels(data.train, S)[:4]

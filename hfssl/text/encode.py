@@ -20,10 +20,12 @@ from datasets import Dataset, Features, List, Value
 from datasets.fingerprint import Hasher
 
 CACHE_VERSION = "hfssl-nsp-3"  # 2: the tokenized cache holds tokens only; 3: uint16 ids when they fit
-def tokens_feature(vocab_size: int) -> List:
-    """Per document, per sentence, the ids: uint16 for vocabularies up to 65,536 (half the cache and memory of
-    int32), else int32."""
-    return List(List(Value("uint16" if vocab_size <= 2**16 else "int32")))
+
+
+def id_dtype(largest_id: int) -> str:
+    """The type cached token ids are stored as: ``uint16`` when every id fits (vocabularies up to 65,536, BERT's
+    30,522 included: half the cache and memory of int32), else ``int32``."""
+    return "uint16" if largest_id < 2**16 else "int32"
 
 
 def resolve_num_proc(num_proc: int | None, work: float = float("inf"), work_per_proc: float = 1.0) -> int:
@@ -134,13 +136,13 @@ def tokenize_documents(documents: Dataset, tokenizer, *, num_proc: int | None = 
         raise ValueError(f"documents need a 'sentences' column (list of str per document); got columns "
                          f"{documents.column_names}. Build them with hfssl.text.corpus.load_documents")
     encoder = _Encoder(tokenizer)
-    features = Features({"tokens": tokens_feature(len(tokenizer))})
-    id_type = features["tokens"].feature.feature.dtype
+    ids = id_dtype(len(tokenizer) - 1)
+    features = Features({"tokens": List(List(Value(ids)))})
     num_proc = min(resolve_num_proc(num_proc, documents.data.nbytes, 16e6), len(documents))
     out = documents.with_format("arrow").map(
-        _tokenize_batch, batched=True, batch_size=1000, fn_kwargs={"encoder": encoder, "id_type": id_type}, features=features,
+        _tokenize_batch, batched=True, batch_size=1000, fn_kwargs={"encoder": encoder, "id_type": ids}, features=features,
         num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing sentences", remove_columns=documents.column_names,
-        new_fingerprint=Hasher.hash([CACHE_VERSION, "tokens", documents._fingerprint, encoder.fingerprint, id_type]),
+        new_fingerprint=Hasher.hash([CACHE_VERSION, "tokens", documents._fingerprint, encoder.fingerprint, ids]),
     )
     return out.with_format(None)
 

@@ -46,7 +46,14 @@ from datasets import Dataset, Features, List, Value
 from datasets.fingerprint import Hasher
 
 from hfssl.errors import UserError
-from hfssl.text.encode import CACHE_VERSION, TokenCorpus, flat_corpus, resolve_num_proc, tokenize_documents
+from hfssl.text.encode import (
+    CACHE_VERSION,
+    TokenCorpus,
+    flat_corpus,
+    id_dtype,
+    resolve_num_proc,
+    tokenize_documents,
+)
 
 BLOCK_DOCS = 256  # documents per random stream; part of the result (like the seed), not a tuning knob
 
@@ -232,13 +239,6 @@ def _features(nsp: bool, id_type: str) -> Features:
     return Features(features)
 
 
-def _id_type(corpus: TokenCorpus, *special_ids: int) -> str:
-    """The narrowest type the instances' ids fit: ``uint16`` for vocabularies up to 65,536 (BERT's 30,522
-    included; half the cache of int32), else ``int32``."""
-    top = max([int(corpus.tokens.max()) if len(corpus.tokens) else 0, *special_ids])
-    return "uint16" if top < 2**16 else "int32"
-
-
 def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_length: int = 128,
                     short_seq_prob: float = 0.1, nsp: bool = True, random_next_prob: float = 0.5,
                     seed: int = 0, epoch: int = 0, num_proc: int | None = None, name: str = "corpus") -> Dataset:
@@ -263,7 +263,7 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     blocks = Dataset.from_dict({"start": starts, "stop": [min(s + BLOCK_DOCS, n) for s in starts]})
     kwargs = dict(nsp=nsp, seed=seed, epoch=epoch, cls_id=cls_id, sep_id=sep_id, max_seq_length=max_seq_length,
                   short_seq_prob=short_seq_prob, random_next_prob=random_next_prob,
-                  id_type=_id_type(corpus, cls_id, sep_id))
+                  id_type=id_dtype(max([int(corpus.tokens.max()) if len(corpus.tokens) else 0, cls_id, sep_id])))
     fingerprint = Hasher.hash([CACHE_VERSION, "full-sentences" if not nsp else "pairs", BLOCK_DOCS, tokenized._fingerprint, sorted(kwargs.items())])
     cache_file = None
     if tokenized.cache_files:

@@ -32,9 +32,9 @@ from hfssl.vision.encoded import SMALL_IMAGE, encode_batch, to_rgb
 from hfssl.vision.loader import (
     PIXELS,
     as_pixels,
-    log_decode_failures,
     pixels_from_bytes,
     read_decode_failures,
+    stop_decode_failure_log,
 )
 
 DEFAULT_IMAGE_SIZE = 32
@@ -119,16 +119,21 @@ class ImageReport:
         return text
 
 
-def close_decode_failures(report: ImageReport, path: str | Path | None) -> str | None:
-    """At the end of a run: stop logging, put the files that failed to decode when read into ``report`` (and so
-    into the model card), and return the line to print about them (None when there were none)."""
-    log_decode_failures(None)
+def close_decode_failures(report: ImageReport, metrics: dict, log=print) -> str | None:
+    """At the end of a run (main process): stop the run's log of :func:`hfssl.vision.loader.log_decode_failures`,
+    put the files that failed to decode when read into ``report`` (and so into the model card) and their count into
+    ``metrics`` (``images_failed_to_decode``), and ``log`` one warning line naming them. Returns that line (None
+    when no file failed)."""
+    path = stop_decode_failure_log()
     report.failed_when_read = read_decode_failures(path)
     if not report.failed_when_read:
         return None
-    return (f"warning: {len(report.failed_when_read)} image(s) failed to decode when read during the run and a grey "
+    metrics["images_failed_to_decode"] = len(report.failed_when_read)
+    line = (f"warning: {len(report.failed_when_read)} image(s) failed to decode when read during the run and a grey "
             f"image stood in for each: {_named(report.failed_when_read)} (all listed in {path}); "
             "remove or replace those files")
+    log(line)
+    return line
 
 
 def _named(files: list[tuple[str, str]]) -> str:

@@ -25,20 +25,25 @@ from hfssl.vision.encoded import ENCODED, ROW, SOURCE, decode_crops
 PIXELS = "pixel_values"
 PIXELS_2 = "pixel_values_2"  # a second crop of each image (contrastive views, encoded storage)
 
+DECODE_FAILURES = "decode_failures.tsv"  # in a run's output folder (a new run there starts without it)
 _failure_log: Path | None = None  # where decode transforms made from now on record the files they cannot decode
 
 
-DECODE_FAILURES = "decode_failures.tsv"  # in a run's output folder (a new run there starts without it)
-
-
-def log_decode_failures(path: str | Path | None) -> Path | None:
-    """Record, from now on, every file that fails to decode when read to ``path`` (one ``source<TAB>reason`` line
-    each, appended; ``None``: stop recording). Transforms made afterwards carry the path into the loader's
-    workers. A run logs to ``OUTPUT/decode_failures.tsv``, which a new run in that folder removes
-    (:data:`hfssl.checkpoint.RUN_FILES`) and a resumed run keeps adding to."""
+def log_decode_failures(output_dir: str | Path) -> Path:
+    """Record, from now on, every file that fails to decode when read to ``output_dir/decode_failures.tsv`` (one
+    ``source<TAB>reason`` line each, appended), until :func:`stop_decode_failure_log`. Transforms made afterwards
+    carry the path into the loader's workers. A new run in that folder starts without the file
+    (:data:`hfssl.checkpoint.RUN_FILES`); a resumed run keeps adding to it."""
     global _failure_log
-    _failure_log = Path(path) if path is not None else None
+    _failure_log = Path(output_dir) / DECODE_FAILURES
     return _failure_log
+
+
+def stop_decode_failure_log() -> Path | None:
+    """Stop recording; returns the log that was in use (None if none was)."""
+    global _failure_log
+    path, _failure_log = _failure_log, None
+    return path
 
 
 def read_decode_failures(path: str | Path | None) -> list[tuple[str, str]]:

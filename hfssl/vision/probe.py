@@ -9,6 +9,7 @@ Features always come from the backbone (:func:`hfssl.vision.backbones.features`)
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hfssl.vision.backbones import features
-from hfssl.vision.loader import PIXELS, pixels_from_bytes
+from hfssl.vision.data import ImageData, subset
+from hfssl.vision.loader import PIXELS, as_pixels, pixels_from_bytes
 from hfssl.vision.transforms import normalize
 
 PROBE_L2 = (0.0, 1e-4, 1e-3, 1e-2)
@@ -125,6 +127,34 @@ def frozen_evaluation(backbone, train_ds: datasets.Dataset, test_ds: datasets.Da
     train_x, train_y = extract_features(backbone, train_ds, mean, std, progress=progress)
     test_x, test_y = extract_features(backbone, test_ds, mean, std, progress=progress)
     return evaluate_features(train_x, train_y, test_x, test_y, num_classes, k)
+
+
+def held_out_evaluation(backbone, data: ImageData, args: MonitorArgs, starting_state: dict | None = None,
+                        start: str = "random_init", log=print) -> dict[str, float]:
+    """The end-of-run figures of a labelled run: :func:`frozen_evaluation` of ``backbone`` on ``data.eval`` (bank
+    and probe data: up to ``args.probe_max_images`` training images), and, with ``starting_state`` and
+    ``args.random_init_baseline``, of the same architecture at that state (``start``: "random_init", or "loaded"
+    for a run that continued from a folder): what pretraining bought. Both are logged; returns ``test_*`` metrics."""
+    bank, test = as_pixels(subset(data.train, args.probe_max_images, 0), data.image_size), as_pixels(
+        data.eval, data.image_size)
+
+    def evaluate(model) -> dict[str, float]:
+        return frozen_evaluation(model, bank, test, data.mean, data.std, len(data.label_names), args.knn_k,
+                                 progress=True)
+
+    final = evaluate(backbone)
+    metrics = {f"test_{k}": v for k, v in final.items()}
+    log(f"frozen backbone features on {len(data.eval)} held-out images: kNN (k={args.knn_k}, bank "
+        f"{len(bank)}) {final['knn_accuracy']:.2%}, linear probe {final['linear_probe_accuracy']:.2%}")
+    if starting_state is not None and args.random_init_baseline:
+        first = copy.deepcopy(backbone)
+        first.load_state_dict(starting_state)
+        base = evaluate(first)
+        metrics.update({f"test_{start}_{k}": v for k, v in base.items()})
+        pct = lambda d, key: f"{100 * d[key + '_accuracy']:.1f} %"  # noqa: E731
+        log(f"{start.replace('_', ' ')} kNN {pct(base, 'knn')} / probe {pct(base, 'linear_probe')} -> "
+            f"pretrained kNN {pct(final, 'knn')} / probe {pct(final, 'linear_probe')}")
+    return metrics
 
 
 class KNNMonitor:
