@@ -7,8 +7,10 @@ as jsonl documents; each copy's documents get a copy number so no two are identi
 twice in a fresh subprocess: **cold** (empty datasets cache) and **cached** (the same cache again). Stages, as
 the recipe runs them: read + sentence split (``load_corpus``), held-out split, WordPiece training,
 tokenization and instances of the training split (``InstanceBuilder``), the held-out instances and their
-masking. Printed per stage: seconds and MB/s of corpus; per run: end-to-end time and MB/s, peak RSS (the
-process and its ``num_proc`` workers), cache bytes per corpus byte. The tokenizer is the recipe's
+masking, then the redraw of epoch 1 (done during training). Printed per stage: seconds and MB/s of corpus; per
+run: the time before step 1 and its MB/s, peak RSS (the largest of the process and its ``num_proc`` workers,
+memory-mapped cache pages included) and peak anonymous memory (the same without those pages), cache bytes per
+corpus byte (epoch 0 and epoch 1 drawn: a run keeps epoch 0 and the epoch in use). The tokenizer is the recipe's
 (:func:`hfssl.text.tokenizer.corpus_tokenizer`): trained on at most ``--tokenizer_sample_mb`` of text (whole
 documents drawn evenly, the recipe's ``--tokenizer_train_mb``) and reused from the cache on the cached run.
 """
@@ -70,6 +72,7 @@ def run_stages(corpus: str, cache: str, num_proc: int, tokenizer_sample_mb: floa
     from hfssl.text.tokenizer import TokenizerArgs, corpus_tokenizer
 
     times, t = {}, time.perf_counter()
+    anon = anonymous_memory_sampler()
 
     def lap(name: str):
         nonlocal t
@@ -97,8 +100,35 @@ def run_stages(corpus: str, cache: str, num_proc: int, tokenizer_sample_mb: floa
     lap("redraw (epoch 1)")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": times, "peak_rss_mb": max(own, workers), "instances": len(instances),
-            "documents": report.documents}
+    return {"seconds": times, "peak_rss_mb": max(own, workers), "peak_anon_mb": anon() / 1e6,
+            "instances": len(instances), "documents": report.documents}
+
+
+def anonymous_memory_sampler(every: float = 0.1):
+    """Start sampling, every ``every`` s, the anonymous resident memory (``RssAnon``: what the process allocated,
+    without the pages of memory-mapped cache files, which the kernel drops under pressure) of this process and
+    each of its workers; returns a function giving the largest value seen in any one process, in bytes."""
+    import threading
+
+    import psutil
+
+    me, peak = psutil.Process(), [0]
+
+    def anon_bytes(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
+
+    def loop():
+        while True:
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    peak[0] = max(peak[0], anon_bytes(proc.pid))
+                except (OSError, StopIteration, psutil.Error):
+                    pass  # a worker that just exited
+            time.sleep(every)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return lambda: peak[0]
 
 
 def main(argv=None):
@@ -133,17 +163,23 @@ def main(argv=None):
             result = json.loads(proc.stdout.split("RESULT ", 1)[1])
             rows.append((size, mode, wall, result, folder_bytes(cache)))
             stages = "  ".join(f"{k} {v:.1f}s ({size / 1e6 / max(v, 1e-9):.1f} MB/s)" for k, v in result["seconds"].items())
-            prep = sum(result["seconds"].values())
-            print(f"{size / 1e6:8.1f} MB {mode:6s} {wall:7.1f} s with start-up, {prep:.1f} s of stages "
-                  f"({size / 1e6 / prep:.1f} MB/s), peak RSS "
-                  f"{result['peak_rss_mb']:.0f} MB, cache {folder_bytes(cache) / size:.2f} x corpus\n    {stages}",
+            prep = before_step_1(result)
+            print(f"{size / 1e6:8.1f} MB {mode:6s} {wall:7.1f} s with start-up, {prep:.1f} s of stages before step 1 "
+                  f"({size / 1e6 / prep:.1f} MB/s), peak RSS {result['peak_rss_mb']:.0f} MB (anonymous "
+                  f"{result['peak_anon_mb']:.0f} MB), cache {folder_bytes(cache) / size:.2f} x corpus\n    {stages}",
                   flush=True)
-    print("\n| corpus | run | with start-up | stages | MB/s (stages) | peak RSS | cache / corpus |\n"
-          "| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| corpus | run | with start-up | stages before step 1 | MB/s | redraw of an epoch | peak RSS | "
+          "peak anonymous | cache / corpus |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for size, mode, wall, result, cache_bytes in rows:
-        prep = sum(result["seconds"].values())
+        prep = before_step_1(result)
         print(f"| {size / 1e6:.0f} MB | {mode} | {wall:.1f} s | {prep:.1f} s | {size / 1e6 / prep:.1f} | "
-              f"{result['peak_rss_mb']:.0f} MB | {cache_bytes / size:.2f} |")
+              f"{result['seconds']['redraw (epoch 1)']:.1f} s | {result['peak_rss_mb']:.0f} MB | "
+              f"{result['peak_anon_mb']:.0f} MB | {cache_bytes / size:.2f} |")
+
+
+def before_step_1(result: dict) -> float:
+    """Seconds of the stages a run waits for before its first step (the epoch-1 redraw happens during training)."""
+    return sum(v for k, v in result["seconds"].items() if k != "redraw (epoch 1)")
 
 
 if __name__ == "__main__":

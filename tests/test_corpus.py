@@ -283,3 +283,32 @@ def test_embedded_default_corpus_is_chapters(tmp_path):
     assert report.sentences > 30_000 and report.files_with_replaced_bytes == []
     assert sentences(ds)[0] == ["EMMA", "By Jane Austen", "VOLUME I"]
     assert sentences(ds)[1][0].startswith("Emma Woodhouse, handsome, clever, and rich, with a comfortable home and")
+
+
+def test_prepared_corpus_keeps_sentences_only_and_is_reopened_without_reading(tmp_path, monkeypatch):
+    import hfssl.text.corpus as corpus_module
+
+    for i in range(3):
+        (tmp_path / f"f{i}.txt").write_text(f"Doc {i} starts. It ends here {i}.\n\nSecond paragraph {i}.")
+    files = sorted(tmp_path.glob("*.txt"))
+    first, report = load(files, tmp_path, num_proc=2)
+    cache = tmp_path / "cache"
+    # What stays on disk: the sentences folder; the read text (the generator's Arrow copy) is gone.
+    assert [p.name for p in cache.iterdir() if p.is_dir() and p.name.startswith("hfssl-corpus-")]
+    assert not list(cache.rglob("generator-*.arrow"))
+    assert len(first.cache_files) == 2 and all("hfssl-corpus-" in f["filename"] for f in first.cache_files)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the files were read again")
+
+    monkeypatch.setattr(corpus_module, "_read_raw", no_reading)
+    again, again_report = load(files, tmp_path, num_proc=2)
+    assert sentences(again) == sentences(first) == [[f"Doc {i} starts.", f"It ends here {i}.", f"Second paragraph {i}."]
+                                                    for i in range(3)]
+    assert again_report == report and again._fingerprint == first._fingerprint  # later caches (tokens) are hit
+    # Another setting or an edited file is another folder, read afresh.
+    with pytest.raises(AssertionError, match="read again"):
+        load(files, tmp_path, num_proc=2, sentence_per_line=True)
+    files[0].write_text("Edited.")
+    with pytest.raises(AssertionError, match="read again"):
+        load(files, tmp_path, num_proc=2)

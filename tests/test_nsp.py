@@ -223,6 +223,65 @@ def test_second_build_is_served_from_cache(tmp_path, monkeypatch):
         nsp.build_instances(corpus, **{**kwargs, "epoch": 1})  # another epoch is another cache entry
 
 
+def test_chunked_tokens_read_like_one_concatenated_array():
+    rng = np.random.default_rng(0)
+    chunks = [rng.integers(0, 60_000, n).astype(np.uint16) for n in (5, 0, 1, 9, 3)]
+    flat, whole = encode.ChunkedTokens(chunks), np.concatenate(chunks)
+    assert len(flat) == len(whole) and flat.max() == whole.max() and flat.dtype == np.uint16
+    for lo in range(len(whole) + 1):
+        for hi in range(len(whole) + 1):
+            assert flat[lo:hi].tolist() == whole[lo:hi].tolist(), (lo, hi)
+    picks = rng.integers(0, len(whole), 500)
+    assert flat[picks].tolist() == whole[picks].tolist()
+    assert flat[picks.reshape(20, 25)].tolist() == whole[picks.reshape(20, 25)].tolist()
+
+
+@pytest.mark.parametrize("nsp_on", [True, False])
+def test_instances_are_the_same_whatever_the_tokens_chunking(nsp_on):
+    """The flat corpus reads the cache file's record batches in place; rows gathered across batch boundaries
+    (a random B from another batch, a packed block spanning two) equal those of a single-chunk corpus."""
+    import pyarrow as pa
+
+    one = make_corpus(random_lengths(12, docs=2 * nsp.BLOCK_DOCS + 40, max_sentences=6, max_len=12))
+    pieces = Dataset(pa.Table.from_batches(one.data.table.to_batches(max_chunksize=37)))  # as a cache file's batches
+    assert pieces.data.table.column("tokens").num_chunks > 10
+    assert encode.TokenCorpus(pieces).tokens.chunks.__len__() > 10
+    kwargs = dict(cls_id=CLS, sep_id=SEP, max_seq_length=24, nsp=nsp_on, seed=4, num_proc=1)
+    assert nsp.build_instances(pieces, **kwargs).to_dict() == nsp.build_instances(one, **kwargs).to_dict()
+
+
+@pytest.mark.parametrize("nsp_on", [True, False])
+def test_builder_keeps_epoch_0_and_the_epoch_in_use_on_disk(tmp_path, nsp_on):
+    """Each epoch's rows are a cache file; a builder deletes those of the epochs between 0 (which every run and
+    resume opens first) and the one it draws (rebuilt identically if needed), so the cache does not grow with the
+    number of epochs. Rows read before the deletion stay readable."""
+    make_corpus(random_lengths(11, docs=2 * nsp.BLOCK_DOCS + 3)).save_to_disk(tmp_path / "docs")
+    from datasets import load_from_disk
+
+    builder = nsp.InstanceBuilder(load_from_disk(tmp_path / "docs"), nsp.NSPArgs(max_seq_length=40, nsp=nsp_on,
+                                  preprocessing_num_proc=2), cls_id=CLS, sep_id=SEP, seed=5)
+
+    def instance_files():
+        return {p.name for p in (tmp_path / "docs").glob("nsp-instances-*.arrow")}
+
+    builder.for_epoch(0)
+    files0 = instance_files()
+    assert len(files0) == 2  # two shards, num_proc 2
+    epoch1 = builder.for_epoch(1)
+    rows1 = epoch1.to_dict()
+    files1 = instance_files() - files0
+    assert len(files1) == 2 and files0 < instance_files()
+    builder.for_epoch(2)
+    assert len(instance_files()) == 4 and files0 < instance_files() and not files1 & instance_files()  # epoch 1 gone
+    assert epoch1.to_dict() == rows1  # still readable by whoever holds it
+    builder.for_epoch(3)
+    assert len(instance_files()) == 4
+    # A rebuilt epoch equals the deleted one; a plain build_instances keeps what is there.
+    assert nsp.build_instances(builder.tokenized, cls_id=CLS, sep_id=SEP, max_seq_length=40, nsp=nsp_on, seed=5,
+                               epoch=1, num_proc=1).to_dict() == rows1
+    assert len(instance_files()) == 5
+
+
 @pytest.mark.parametrize("nsp_on", [True, False])
 def test_ids_above_uint16_are_kept_exactly(nsp_on):
     """A vocabulary over 65,536 ids (e.g. a multilingual one) keeps int32 instances, id for id."""

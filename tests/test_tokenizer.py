@@ -199,3 +199,17 @@ def test_corpus_tokenizer_samples_documents_evenly_and_reuses_the_vocabulary_of_
     _jsonl_corpus(tmp_path / "c.jsonl", 41)  # another corpus in the same file: trained again
     tok.corpus_tokenizer(args, load_corpus(corpus_args)[0], 64, log=logs.append)
     assert len(seen) == 4
+
+
+@pytest.mark.parametrize("total, n", [(40, 10), (1000, 1000), (300_000, 24_000), (300_000, 24_123), (7, 1), (1000, 450)])
+def test_sample_runs_spreads_whole_runs_of_documents_over_the_corpus(total, n):
+    from hfssl.text import tokenizer as tok
+
+    picks = tok.sample_runs(total, n)
+    assert len(set(picks.tolist())) == len(picks) and np.all(np.diff(picks) > 0)  # distinct, in corpus order
+    assert len(picks) == n and picks[0] == 0
+    runs = np.split(picks, np.flatnonzero(np.diff(picks) > 1) + 1)
+    assert len(runs) <= 200 and len({len(r) for r in runs[:-1]}) <= 1  # equal runs of consecutive documents
+    assert n < 2 or total - 1 - picks[-1] <= len(runs[0])  # reaching the end of the corpus
+    gaps = [b[0] - a[0] for a, b in zip(runs, runs[1:])]
+    assert not gaps or max(gaps) - min(gaps) <= 1  # evenly spaced

@@ -1,9 +1,10 @@
 """Raw text files -> a ``datasets.Dataset`` of documents, each a list of sentences.
 
-Reading goes through ``Dataset.from_generator`` (Arrow on disk, fingerprinted on the files' paths,
-sizes and modification times), then one batched ``map`` joins hard-wrapped lines into paragraphs
-and splits them into sentences with blingfire. A second call on the same files is served from the
-``datasets`` cache. Nothing is dropped silently: empty documents and files with undecodable bytes
+Reading goes through ``Dataset.from_generator`` (Arrow on disk), then one batched ``map`` joins
+hard-wrapped lines into paragraphs and splits them into sentences with blingfire, into a folder of the
+``datasets`` cache keyed by the files' paths, sizes and modification times and the reading settings
+(``hfssl-corpus-<key>``; the read text is deleted once split). A second call on the same files opens
+that folder without reading them. Nothing is dropped silently: empty documents and files with undecodable bytes
 are counted in the :class:`CorpusReport`.
 """
 
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ import blingfire
 import datasets
 import numpy as np
 import pyarrow.compute as pc
+from datasets.fingerprint import Hasher
 
 from hfssl.errors import UserError
 from hfssl.text.readers import TEXT_SUFFIXES, check_text_file, generate_documents
@@ -203,22 +207,68 @@ def _read_raw(files: list[list], text_field, separator, sentence_per_line, cache
         raise
 
 
-def load_documents(corpus, *, text_field: str = "text", document_separator: str | None = None,
-                   sentence_per_line: bool = False, cache_dir: str | None = None,
-                   num_proc: int | None = None) -> tuple[datasets.Dataset, CorpusReport]:
-    """Read a corpus into a Dataset with one row per non-empty document and a ``sentences`` column."""
-    check_separator(document_separator, sentence_per_line)
-    paths = resolve_paths(corpus)
-    for p in paths:
-        if p.name.lower().endswith(TEXT_SUFFIXES):
-            check_text_file(str(p))
-    files = [_identity(p) for p in paths]
-    raw = _read_raw(files, text_field, document_separator, sentence_per_line, cache_dir)
+CORPUS_VERSION = "hfssl-corpus-1"  # of what the sentences folder holds: a change must not reuse folders made before
+
+
+def corpus_folder(files: list[list], text_field, separator, sentence_per_line, cache_dir) -> tuple[Path, str]:
+    """The folder that holds a corpus's sentences (and, beside them, its tokenizer, token ids and instances):
+    keyed by the files' paths, sizes and modification times and the reading settings."""
+    key = Hasher.hash([CORPUS_VERSION, files, text_field, separator, sentence_per_line])
+    return Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / f"hfssl-corpus-{key}", key
+
+
+def _saved_sentences(folder: Path, key: str) -> datasets.Dataset | None:
+    """The sentences of a finished earlier preparation (its ``complete.json`` names the shards), or None."""
+    marker = folder / "complete.json"
+    if not marker.is_file():
+        return None
+    shards = [folder / name for name in json.loads(marker.read_text())["shards"]]
+    if not all(f.is_file() for f in shards):
+        return None
+    ds = datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in shards])
+    ds._fingerprint = key  # what the first preparation's map gave it: later caches (tokens, instances) match
+    return ds
+
+
+def _split_into_folder(files, text_field, separator, sentence_per_line, cache_dir, num_proc, folder: Path,
+                       key: str) -> datasets.Dataset:
+    """Read the files (Arrow, through the datasets cache), split sentences into ``folder``, then delete the read
+    text: it was one more copy of the corpus on disk (the sentences keep the same words)."""
+    raw = _read_raw(files, text_field, separator, sentence_per_line, cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
     ds = raw.map(_split_batch, batched=True, fn_kwargs={"sentence_per_line": sentence_per_line},
                  remove_columns=["text"], num_proc=num_proc if num_proc and num_proc > 1 else None,
                  features=datasets.Features({**{k: v for k, v in _FEATURES.items() if k != "text"},
                                              "sentences": datasets.List(datasets.Value("string"))}),
-                 desc="splitting sentences")
+                 cache_file_name=str(folder / "sentences.arrow"), new_fingerprint=key, desc="splitting sentences")
+    shards = [Path(f["filename"]) for f in ds.cache_files]
+    tmp = folder / f"complete.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"shards": [f.name for f in shards], "files": files}))
+    os.replace(tmp, folder / "complete.json")
+    builder = {Path(f["filename"]).parent.parent for f in raw.cache_files}  # .../generator/default-<hash>
+    for path in builder:
+        shutil.rmtree(path, ignore_errors=True)
+    return ds
+
+
+def load_documents(corpus, *, text_field: str = "text", document_separator: str | None = None,
+                   sentence_per_line: bool = False, cache_dir: str | None = None,
+                   num_proc: int | None = None) -> tuple[datasets.Dataset, CorpusReport]:
+    """Read a corpus into a Dataset with one row per non-empty document and a ``sentences`` column.
+
+    The sentences live in ``hfssl-corpus-<key>`` of the datasets cache (:func:`corpus_folder`); a second call on
+    unchanged files with the same settings opens them without reading the files again."""
+    check_separator(document_separator, sentence_per_line)
+    paths = resolve_paths(corpus)
+    files = [_identity(p) for p in paths]
+    folder, key = corpus_folder(files, text_field, document_separator, sentence_per_line, cache_dir)
+    ds = _saved_sentences(folder, key)
+    if ds is None:
+        for p in paths:
+            if p.name.lower().endswith(TEXT_SUFFIXES):
+                check_text_file(str(p))
+        ds = _split_into_folder(files, text_field, document_separator, sentence_per_line, cache_dir, num_proc,
+                                folder, key)
     table = ds.data.table  # (documents,) columns source, replaced, sentences
     lengths = pc.list_value_length(table.column("sentences")).to_numpy(zero_copy_only=False)
     bad = pc.unique(pc.filter(table.column("source"), table.column("replaced"))).to_pylist()

@@ -35,6 +35,7 @@ not used).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass, field
@@ -241,11 +242,16 @@ def _features(nsp: bool, id_type: str) -> Features:
 
 def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_length: int = 128,
                     short_seq_prob: float = 0.1, nsp: bool = True, random_next_prob: float = 0.5,
-                    seed: int = 0, epoch: int = 0, num_proc: int | None = None, name: str = "corpus") -> Dataset:
+                    seed: int = 0, epoch: int = 0, num_proc: int | None = None, name: str = "corpus",
+                    keep_earlier_epochs: bool = True) -> Dataset:
     """Instances of one epoch: ``input_ids`` (unpadded; uint16 when every id fits), and with ``nsp=True``
     ``token_type_ids`` (int8) and ``next_sentence_label``. Deterministic for ``(seed, epoch)`` whatever
     ``num_proc``; cached beside the tokenized corpus when it lives in files (a second call reads the cache).
-    ``name`` says in errors which documents these are ("training split", "held-out split"); not part of the result."""
+    ``name`` says in errors which documents these are ("training split", "held-out split"); not part of the result.
+    ``keep_earlier_epochs=False`` deletes the cached rows of epochs ``1..epoch-1`` of the same corpus and settings
+    (derived data: a resume rebuilds what it needs), so a long run's cache does not grow by ~0.5x the corpus per
+    epoch; epoch 0, which every run and resume opens first, stays. Files a process still reads stay readable
+    (Linux keeps an open, mapped file until it is closed)."""
     NSPArgs(max_seq_length, short_seq_prob, nsp, random_next_prob)  # validates
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed={seed} and epoch={epoch} must be >= 0")
@@ -264,11 +270,20 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     kwargs = dict(nsp=nsp, seed=seed, epoch=epoch, cls_id=cls_id, sep_id=sep_id, max_seq_length=max_seq_length,
                   short_seq_prob=short_seq_prob, random_next_prob=random_next_prob,
                   id_type=id_dtype(max([int(corpus.tokens.max()) if len(corpus.tokens) else 0, cls_id, sep_id])))
-    fingerprint = Hasher.hash([CACHE_VERSION, "full-sentences" if not nsp else "pairs", BLOCK_DOCS, tokenized._fingerprint, sorted(kwargs.items())])
-    cache_file = None
+    def fingerprint_of(epoch: int) -> str:
+        return Hasher.hash([CACHE_VERSION, "full-sentences" if not nsp else "pairs", BLOCK_DOCS, tokenized._fingerprint,
+                            sorted({**kwargs, "epoch": epoch}.items())])
+
+    fingerprint, cache_file = fingerprint_of(epoch), None
     if tokenized.cache_files:
         folder = os.path.dirname(tokenized.cache_files[0]["filename"])
         cache_file = os.path.join(folder, f"nsp-instances-{fingerprint}.arrow")
+        if not keep_earlier_epochs:  # each epoch's rows are ~0.5x the corpus of disk: keep epoch 0 and this one
+            stale = {f"nsp-instances-{fingerprint_of(e)}" for e in range(1, epoch)}
+            for name in os.listdir(folder):
+                if name.endswith(".arrow") and name.split("_", 1)[0].removesuffix(".arrow") in stale:
+                    with contextlib.suppress(FileNotFoundError):  # another process of the run removed it first
+                        os.remove(os.path.join(folder, name))
     num_proc = min(resolve_num_proc(num_proc, len(corpus.tokens), 16e6), len(blocks))
     return blocks.map(
         _build_blocks if nsp else _packed_blocks, batched=True, batch_size=1,
@@ -326,7 +341,7 @@ class InstanceBuilder:
         return build_instances(self.tokenized, cls_id=self.cls_id, sep_id=self.sep_id,
                                max_seq_length=a.max_seq_length, short_seq_prob=a.short_seq_prob, nsp=a.nsp,
                                random_next_prob=a.random_next_prob, seed=self.seed, epoch=epoch,
-                               num_proc=a.preprocessing_num_proc, name=self.name)
+                               num_proc=a.preprocessing_num_proc, name=self.name, keep_earlier_epochs=False)
 
     def stats(self, instances: Dataset) -> dict:
         return instance_stats(instances, self.args.max_seq_length)

@@ -42,7 +42,7 @@ class TokenizerArgs:
                                                             "--no_lowercase for a cased vocabulary."})
     min_frequency: int = field(default=2, metadata={"help": "Minimum count for a merge to enter the vocabulary."})
     tokenizer_train_mb: float = field(default=1000.0, metadata={
-        "help": "Train the vocabulary on at most this many MB of the training text, whole documents drawn evenly "
+        "help": "Train the vocabulary on at most this many MB of the training text, whole documents spread evenly "
                 "across the corpus (0: all of it). Preparation of a corpus of many GB otherwise spends most of "
                 "its time here; the vocabulary of 1 GB of text is what large-corpus practice trains on."})
     model_max_length: int | None = field(default=None, metadata={
@@ -207,10 +207,23 @@ def text_megabytes(documents: datasets.Dataset, probe: int = 2000) -> float:
     return size / 1e6 * len(documents) / len(picks)
 
 
+def sample_runs(total: int, n: int, runs: int = 200) -> np.ndarray:
+    """``n`` of ``total`` document indices spread evenly over the corpus, as up to ``runs`` evenly spaced runs of
+    consecutive documents: reading a run touches only its part of the memory-mapped cache file, where single
+    documents spread evenly pulled in (by read-ahead) nearly every page of a GB file, all counted in the process's
+    memory."""
+    length = -(-n // runs)  # ceil
+    k = -(-n // length)
+    if k * length > total:  # most of the corpus: single documents (the file is read almost whole anyway)
+        return np.unique(np.linspace(0, total - 1, n).astype(np.int64))
+    starts = np.arange(k, dtype=np.int64) * (total - length) // max(k - 1, 1)  # gaps >= length: no overlap
+    return (starts[:, None] + np.arange(length)).ravel()[:n]
+
+
 def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max_length: int,
                      log=print) -> PreTrainedTokenizerBase:
     """A WordPiece tokenizer for ``documents`` (the training split): trained on at most ``args.tokenizer_train_mb``
-    MB of it (whole documents drawn evenly), and kept beside the documents' ``datasets`` cache files, keyed by
+    MB of it (whole documents, :func:`sample_runs`), and kept beside the documents' ``datasets`` cache files, keyed by
     their fingerprint and the vocabulary settings, so that preparing the same corpus again (another run, another
     process, a resume) loads it instead of training it again. In-memory documents are never cached."""
     settings = {k: getattr(args, k) for k in ("vocab_size", "lowercase", "min_frequency", "tokenizer_train_mb")}
@@ -223,8 +236,8 @@ def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max
             return load_tokenizer(folder, model_max_length)
     sample, total = documents, text_megabytes(documents)
     if args.tokenizer_train_mb and total > args.tokenizer_train_mb:
-        n = max(1, int(len(documents) * args.tokenizer_train_mb / total))
-        sample = documents.select(np.linspace(0, len(documents) - 1, n).astype(np.int64))
+        picks = sample_runs(len(documents), max(1, int(len(documents) * args.tokenizer_train_mb / total)))
+        sample, n = documents.select(picks), len(picks)
         log(f"tokenizer: training on {n:,} of {len(documents):,} documents (about {args.tokenizer_train_mb:g} of "
             f"{total:,.0f} MB, --tokenizer_train_mb)")
     tokenizer = train_wordpiece(sample, vocab_size=args.vocab_size, lowercase=args.lowercase,
