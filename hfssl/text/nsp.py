@@ -240,6 +240,15 @@ def _features(nsp: bool, id_type: str) -> Features:
     return Features(features)
 
 
+def _largest_id(corpus: TokenCorpus) -> int:
+    """An upper bound of the corpus's token ids that decides the instances' id type: the cached type's own range
+    when it is uint16 (reading every id of a GB corpus would pull the whole token file into memory), else the
+    largest id."""
+    if corpus.tokens.dtype == np.uint16:
+        return 2**16 - 1
+    return corpus.tokens.max() if len(corpus.tokens) else 0
+
+
 def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_length: int = 128,
                     short_seq_prob: float = 0.1, nsp: bool = True, random_next_prob: float = 0.5,
                     seed: int = 0, epoch: int = 0, num_proc: int | None = None, name: str = "corpus",
@@ -269,7 +278,7 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     blocks = Dataset.from_dict({"start": starts, "stop": [min(s + BLOCK_DOCS, n) for s in starts]})
     kwargs = dict(nsp=nsp, seed=seed, epoch=epoch, cls_id=cls_id, sep_id=sep_id, max_seq_length=max_seq_length,
                   short_seq_prob=short_seq_prob, random_next_prob=random_next_prob,
-                  id_type=id_dtype(max([int(corpus.tokens.max()) if len(corpus.tokens) else 0, cls_id, sep_id])))
+                  id_type=id_dtype(max([_largest_id(corpus), cls_id, sep_id])))
     def fingerprint_of(epoch: int) -> str:
         return Hasher.hash([CACHE_VERSION, "full-sentences" if not nsp else "pairs", BLOCK_DOCS, tokenized._fingerprint,
                             sorted({**kwargs, "epoch": epoch}.items())])

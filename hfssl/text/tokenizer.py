@@ -195,11 +195,11 @@ def load_tokenizer(folder: str | Path, model_max_length: int | None = None) -> P
 
 
 def text_megabytes(documents: datasets.Dataset, probe: int = 2000) -> float:
-    """About how many MB of UTF-8 text the documents' sentences hold (measured on up to ``probe`` documents drawn
-    evenly, scaled to all)."""
+    """About how many MB of UTF-8 text the documents' sentences hold (measured on up to ``probe`` documents spread
+    over the corpus by :func:`sample_runs`, scaled to all)."""
     if len(documents) == 0:
         return 0.0
-    picks = np.unique(np.linspace(0, len(documents) - 1, min(probe, len(documents))).astype(np.int64))
+    picks = sample_runs(len(documents), min(probe, len(documents)))
     column = "sentences" if "sentences" in documents.column_names else "text"
     values = documents.select(picks).with_format("arrow")[column]
     flat = pc.list_flatten(values) if column == "sentences" else values
