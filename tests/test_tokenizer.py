@@ -213,3 +213,17 @@ def test_sample_runs_spreads_whole_runs_of_documents_over_the_corpus(total, n):
     assert n < 2 or total - 1 - picks[-1] <= len(runs[0])  # reaching the end of the corpus
     gaps = [b[0] - a[0] for a, b in zip(runs, runs[1:])]
     assert not gaps or max(gaps) - min(gaps) <= 1  # evenly spaced
+
+
+def test_file_order_reads_a_shuffled_split_in_the_order_of_the_file():
+    from hfssl.text import tokenizer as tok
+
+    docs = datasets.Dataset.from_dict({"sentences": [[f"doc {i}."] for i in range(1000)]})
+    assert tok.file_order(docs).tolist() == list(range(1000))
+    train = docs.train_test_split(test_size=0.1, seed=0)["train"]  # shuffled: positions scattered over the rows
+    numbers = [int(s[0].split()[1][:-1]) for s in train["sentences"]]
+    assert numbers != sorted(numbers)
+    ordered = [int(s[0].split()[1][:-1]) for s in train.select(tok.file_order(train))["sentences"]]
+    assert ordered == sorted(numbers)  # the same documents, in the file's order
+    runs = [int(s[0].split()[1][:-1]) for s in train.select(tok.file_order(train)[tok.sample_runs(900, 400)])["sentences"]]
+    assert runs == sorted(runs) and len(set(runs)) == 400

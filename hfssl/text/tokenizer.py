@@ -199,12 +199,20 @@ def text_megabytes(documents: datasets.Dataset, probe: int = 2000) -> float:
     over the corpus by :func:`sample_runs`, scaled to all)."""
     if len(documents) == 0:
         return 0.0
-    picks = sample_runs(len(documents), min(probe, len(documents)))
+    picks = file_order(documents)[sample_runs(len(documents), min(probe, len(documents)))]
     column = "sentences" if "sentences" in documents.column_names else "text"
     values = documents.select(picks).with_format("arrow")[column]
     flat = pc.list_flatten(values) if column == "sentences" else values
     size = int(pc.sum(pc.binary_length(pc.cast(flat, pa.binary()))).as_py() or 0)
     return size / 1e6 * len(documents) / len(picks)
+
+
+def file_order(documents: datasets.Dataset) -> np.ndarray:
+    """Positions of ``documents`` in the order their rows lie in the cache file: a split by ``train_test_split`` is
+    shuffled, so consecutive positions of it are scattered over the file; runs taken in this order are not."""
+    if documents._indices is None:
+        return np.arange(len(documents))
+    return np.argsort(documents._indices.column(0).to_numpy(), kind="stable")
 
 
 def sample_runs(total: int, n: int, runs: int = 200) -> np.ndarray:
@@ -236,7 +244,8 @@ def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max
             return load_tokenizer(folder, model_max_length)
     sample, total = documents, text_megabytes(documents)
     if args.tokenizer_train_mb and total > args.tokenizer_train_mb:
-        picks = sample_runs(len(documents), max(1, int(len(documents) * args.tokenizer_train_mb / total)))
+        wanted = max(1, int(len(documents) * args.tokenizer_train_mb / total))
+        picks = file_order(documents)[sample_runs(len(documents), wanted)]
         sample, n = documents.select(picks), len(picks)
         log(f"tokenizer: training on {n:,} of {len(documents):,} documents (about {args.tokenizer_train_mb:g} of "
             f"{total:,.0f} MB, --tokenizer_train_mb)")
