@@ -180,12 +180,16 @@ class ChunkedTokens:
                                                   min(hi, self.bounds[k + 1]) - self.bounds[k]]
                                    for k in range(first, last + 1)])
         index = np.asarray(index)
-        which = np.searchsorted(self.bounds, index, side="right") - 1
-        out = np.empty(index.shape, self.dtype)
-        for k in np.unique(which):
-            hit = which == k
-            out[hit] = self.chunks[k][index[hit] - self.bounds[k]]
-        return out
+        flat = index.ravel()
+        which = np.searchsorted(self.bounds, flat, side="right") - 1
+        order = np.argsort(which, kind="stable")  # positions grouped by chunk: one pass, not one mask per chunk
+        counts = np.bincount(which, minlength=len(self.chunks))
+        out = np.empty(len(flat), self.dtype)
+        ends = np.cumsum(counts)
+        for k in np.flatnonzero(counts):
+            sel = order[ends[k] - counts[k]:ends[k]]
+            out[sel] = self.chunks[k][flat[sel] - self.bounds[k]]
+        return out.reshape(index.shape)
 
 
 class TokenCorpus:
