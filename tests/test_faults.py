@@ -248,7 +248,7 @@ def test_interrupted_tokenizer_of_the_bert_recipe_is_retrained(tmp_path):
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i in range(4):
+    for i in range(8):  # 2 held-out documents: the default objective (NSP) needs 2 per split
         (corpus / f"d{i}.txt").write_text(" ".join(f"The cat number {j} sat on mat {i}." for j in range(60)))
     out = tmp_path / "bert"
     (out / "tokenizer").mkdir(parents=True)
