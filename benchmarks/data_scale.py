@@ -12,7 +12,7 @@ run: the time before step 1 and its MB/s, peak RSS (the largest of the process a
 memory-mapped cache pages included) and peak anonymous memory (the same without those pages), cache bytes per
 corpus byte (epoch 0 and epoch 1 drawn: a run keeps epoch 0 and the epoch in use). The tokenizer is the recipe's
 (:func:`hfssl.text.tokenizer.corpus_tokenizer`): trained on at most ``--tokenizer_sample_mb`` of text (whole
-documents drawn evenly, the recipe's ``--tokenizer_train_mb``) and reused from the cache on the cached run.
+documents in runs spread over the corpus, the recipe's ``--tokenizer_train_mb``) and reused from the cache on the cached run.
 """
 
 from __future__ import annotations

@@ -279,6 +279,7 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     kwargs = dict(nsp=nsp, seed=seed, epoch=epoch, cls_id=cls_id, sep_id=sep_id, max_seq_length=max_seq_length,
                   short_seq_prob=short_seq_prob, random_next_prob=random_next_prob,
                   id_type=id_dtype(max([_largest_id(corpus), cls_id, sep_id])))
+
     def fingerprint_of(epoch: int) -> str:
         return Hasher.hash([CACHE_VERSION, "full-sentences" if not nsp else "pairs", BLOCK_DOCS, tokenized._fingerprint,
                             sorted({**kwargs, "epoch": epoch}.items())])

@@ -196,10 +196,10 @@ def load_tokenizer(folder: str | Path, model_max_length: int | None = None) -> P
 
 def text_megabytes(documents: datasets.Dataset, probe: int = 2000) -> float:
     """About how many MB of UTF-8 text the documents' sentences hold (measured on up to ``probe`` documents spread
-    over the corpus by :func:`sample_runs`, scaled to all)."""
+    over the corpus by :func:`spread_sample`, scaled to all)."""
     if len(documents) == 0:
         return 0.0
-    picks = file_order(documents)[sample_runs(len(documents), min(probe, len(documents)))]
+    picks = spread_sample(documents, min(probe, len(documents)))
     column = "sentences" if "sentences" in documents.column_names else "text"
     values = documents.select(picks).with_format("arrow")[column]
     flat = pc.list_flatten(values) if column == "sentences" else values
@@ -228,10 +228,16 @@ def sample_runs(total: int, n: int, runs: int = 200) -> np.ndarray:
     return (starts[:, None] + np.arange(length)).ravel()[:n]
 
 
+def spread_sample(documents: datasets.Dataset, n: int) -> np.ndarray:
+    """Positions of ``n`` of ``documents``: :func:`sample_runs` taken in :func:`file_order`, so that reading them
+    touches runs of the cache file even when ``documents`` is a shuffled split."""
+    return file_order(documents)[sample_runs(len(documents), n)]
+
+
 def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max_length: int,
                      log=print) -> PreTrainedTokenizerBase:
     """A WordPiece tokenizer for ``documents`` (the training split): trained on at most ``args.tokenizer_train_mb``
-    MB of it (whole documents, :func:`sample_runs`), and kept beside the documents' ``datasets`` cache files, keyed by
+    MB of it (whole documents, :func:`spread_sample`), and kept beside the documents' ``datasets`` cache files, keyed by
     their fingerprint and the vocabulary settings, so that preparing the same corpus again (another run, another
     process, a resume) loads it instead of training it again. In-memory documents are never cached."""
     settings = {k: getattr(args, k) for k in ("vocab_size", "lowercase", "min_frequency", "tokenizer_train_mb")}
@@ -245,7 +251,7 @@ def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max
     sample, total = documents, text_megabytes(documents)
     if args.tokenizer_train_mb and total > args.tokenizer_train_mb:
         wanted = max(1, int(len(documents) * args.tokenizer_train_mb / total))
-        picks = file_order(documents)[sample_runs(len(documents), wanted)]
+        picks = spread_sample(documents, wanted)
         sample, n = documents.select(picks), len(picks)
         log(f"tokenizer: training on {n:,} of {len(documents):,} documents (about {args.tokenizer_train_mb:g} of "
             f"{total:,.0f} MB, --tokenizer_train_mb)")
