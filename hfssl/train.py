@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -201,6 +202,7 @@ def fit(
     args: TrainArgs,
     *,
     train_data: Dataset | Callable[[int], Dataset],
+    draw_ahead: Callable[[int], object] | None = None,
     collate_fn: Callable,
     transform: Callable | None = None,
     eval_data: Dataset | None = None,
@@ -213,7 +215,11 @@ def fit(
 ) -> FitResult:
     """Train ``model`` (forward returns ``.loss``) for ``args.max_steps`` or ``args.num_epochs``.
 
-    ``train_data`` is a Dataset, or a function ``epoch -> Dataset`` for data redrawn every epoch (NSP pairs).
+    ``train_data`` is a Dataset, or a function ``epoch -> Dataset`` for data redrawn every epoch (NSP pairs);
+    ``draw_ahead(epoch)``, if given, is called on each machine's first process once an epoch's first batch is
+    loaded, with the next epoch when the run will reach it, to start building that epoch in the background
+    (:meth:`hfssl.text.nsp.InstanceBuilder.draw_ahead`). Epochs after the first are opened by each machine's
+    first process before the others, so they read its cache instead of building the same rows at once.
     ``transform(batch, generator)`` runs on each collated batch before forward (e.g. MLM masking).
     ``on_step_end(model, step, total_steps)`` runs after each optimizer step on the unwrapped model.
     ``on_evaluate(model, step, metrics)`` runs after each evaluation on every process (e.g. to save
@@ -226,7 +232,9 @@ def fit(
     batch_size, world = args.per_device_train_batch_size, accelerator.num_processes
 
     def loader_for(epoch: int):
-        return accelerator.prepare(make_loader(epoch_data(epoch), batch_size, collate_fn, args, args.seed + epoch))
+        with accelerator.local_main_process_first() if epoch > 0 and callable(train_data) else nullcontext():
+            data = epoch_data(epoch)
+        return accelerator.prepare(make_loader(data, batch_size, collate_fn, args, args.seed + epoch))
 
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay,
                                 (args.adam_beta1, args.adam_beta2), args.adam_epsilon)
@@ -274,7 +282,12 @@ def fit(
         loader = first_loader if state["epoch"] == 0 else loader_for(state["epoch"])
         if state["batches_in_epoch"]:
             loader = accelerator.skip_first_batches(loader, state["batches_in_epoch"])
+        ahead = draw_ahead is not None and accelerator.is_local_main_process and \
+            (state["epoch"] + 1) * steps_per_epoch < total
         for micro, batch in enumerate(loader, start=state["batches_in_epoch"]):
+            if ahead:  # the loader's workers (if any) are started: no fork while the builder's thread runs
+                draw_ahead(state["epoch"] + 1)
+                ahead = False
             if transform is not None:
                 gen = step_generator(args.seed, state["step"], micro, accelerator.process_index, batch_device(batch))
                 batch = transform(batch, gen)

@@ -84,8 +84,8 @@ def main(argv=None):
     accelerator.print(f"model: {source}; {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
                       f"vocabulary {len(tokenizer)}, {positions} positions")
 
-    result = fit(accelerator, model, train_args, train_data=train_pairs.for_epoch, collate_fn=collator.pad,
-                 transform=collator.mask, eval_data=eval_instances, eval_step=mlm_eval_step(),
+    result = fit(accelerator, model, train_args, train_data=train_pairs.for_epoch, draw_ahead=train_pairs.draw_ahead,
+                 collate_fn=collator.pad, transform=collator.mask, eval_data=eval_instances, eval_step=mlm_eval_step(),
                  eval_summary=mlm_summary, settings=settings)
 
     if accelerator.is_main_process:

@@ -282,6 +282,70 @@ def test_builder_keeps_epoch_0_and_the_epoch_in_use_on_disk(tmp_path, nsp_on):
     assert len(instance_files()) == 5
 
 
+def test_draw_ahead_builds_the_next_epoch_in_the_background(tmp_path, monkeypatch):
+    """draw_ahead(e) builds epoch e in another thread into the cache file for_epoch(e) opens: the same rows as a
+    builder that draws it when asked, no second build, and nothing deleted until for_epoch moves on."""
+    import threading
+
+    from datasets import load_from_disk
+
+    make_corpus(random_lengths(13, docs=2 * nsp.BLOCK_DOCS + 5)).save_to_disk(tmp_path / "docs")
+    make_corpus(random_lengths(13, docs=2 * nsp.BLOCK_DOCS + 5)).save_to_disk(tmp_path / "plain")
+    args = nsp.NSPArgs(max_seq_length=32, preprocessing_num_proc=1)
+    builder = nsp.InstanceBuilder(load_from_disk(tmp_path / "docs"), args, cls_id=CLS, sep_id=SEP, seed=3)
+    plain = nsp.InstanceBuilder(load_from_disk(tmp_path / "plain"), args, cls_id=CLS, sep_id=SEP, seed=3)
+    threads, build = [], nsp.build_instances
+
+    def recording(*a, **k):
+        threads.append((threading.current_thread().name, k["epoch"], k["keep_earlier_epochs"]))
+        return build(*a, **k)
+
+    monkeypatch.setattr(nsp, "build_instances", recording)
+    builder.for_epoch(0)
+    assert builder.draw_ahead(1) and not builder.draw_ahead(1)  # already on its way
+    builder._ahead[1].wait()
+    assert threads[-1] == ("hfssl-draw-epoch-1", 1, True)
+
+    def no_building(*a, **k):
+        raise AssertionError("epoch 1 was built again instead of read from the cache")
+
+    with monkeypatch.context() as m:
+        m.setattr(nsp, "_build_blocks", no_building)
+        epoch1 = builder.for_epoch(1)
+    assert threads[-1] == ("MainThread", 1, False)
+    assert epoch1.to_dict() == plain.for_epoch(1).to_dict()
+    files = {p.name for p in (tmp_path / "docs").glob("nsp-instances-*.arrow")}
+    assert builder.draw_ahead(2)
+    builder.finish()
+    assert files < {p.name for p in (tmp_path / "docs").glob("nsp-instances-*.arrow")}  # epoch 1 kept while in use
+    assert builder.for_epoch(2).to_dict() == plain.for_epoch(2).to_dict()
+    assert len(list((tmp_path / "docs").glob("nsp-instances-*.arrow"))) == 2  # epochs 0 and 2
+
+
+def test_draw_ahead_hands_its_error_to_for_epoch_and_skips_what_it_cannot_help(tmp_path, monkeypatch):
+    from datasets import load_from_disk
+
+    make_corpus(random_lengths(14, docs=12)).save_to_disk(tmp_path / "docs")
+    args = nsp.NSPArgs(max_seq_length=32, preprocessing_num_proc=1)
+    builder = nsp.InstanceBuilder(load_from_disk(tmp_path / "docs"), args, cls_id=CLS, sep_id=SEP, seed=3)
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(nsp, "_build_blocks", broken)
+        assert builder.draw_ahead(1)
+        builder.finish()  # waits, does not raise
+    with pytest.raises(OSError, match="No space left"):
+        builder.for_epoch(1)
+    assert len(builder.for_epoch(1)) > 0  # the next call builds it in the caller
+    in_memory = nsp.InstanceBuilder(make_corpus(random_lengths(14, docs=12)), args, cls_id=CLS, sep_id=SEP)
+    assert not in_memory.draw_ahead(1)  # no cache file to hand the rows over
+    off = nsp.InstanceBuilder(load_from_disk(tmp_path / "docs"), nsp.NSPArgs(max_seq_length=32, draw_ahead=False),
+                              cls_id=CLS, sep_id=SEP)
+    assert not off.draw_ahead(1)
+
+
 @pytest.mark.parametrize("nsp_on", [True, False])
 def test_ids_above_uint16_are_kept_exactly(nsp_on):
     """A vocabulary over 65,536 ids (e.g. a multilingual one) keeps int32 instances, id for id."""

@@ -103,6 +103,30 @@ def test_schedule_warmup_then_decay(kind):
     assert lrs[55] == pytest.approx(expected)
 
 
+def test_the_next_epoch_is_drawn_ahead_once_an_epoch_has_started(tmp_path):
+    """fit asks for epoch e + 1 after epoch e's first batch is loaded (so loader workers are forked before any
+    builder thread starts), and not in the last epoch the run reaches."""
+    from hfssl.train import fit, make_accelerator
+    from tests.toy_fit import Toy, collate, toy_data
+
+    args = TrainArgs(output_dir=str(tmp_path / "run"), max_steps=15, per_device_train_batch_size=16,
+                     logging_steps=5, save_steps=0, learning_rate=1e-3)
+    events, data = [], toy_data()  # 96 rows: 6 steps per epoch, so epochs 0, 1, 2 (part of it)
+
+    def epoch_data(epoch):
+        events.append(("data", epoch))
+        return data
+
+    def steps(model, step, total):
+        events.append(("step", step))
+
+    fit(make_accelerator(args), Toy(0.0), args, train_data=epoch_data, draw_ahead=lambda e: events.append(("ahead", e)),
+        collate_fn=collate, on_step_end=steps)
+    expected = [("data", 0), ("ahead", 1), *[("step", i) for i in range(1, 7)], ("data", 1), ("ahead", 2),
+                *[("step", i) for i in range(7, 13)], ("data", 2), *[("step", i) for i in range(13, 16)]]
+    assert events == expected
+
+
 def test_train_args_validation():
     with pytest.raises(ValueError, match="lr_scheduler_type"):
         TrainArgs(lr_scheduler_type="step")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +86,12 @@ class NSPArgs:
     preprocessing_num_proc: int | None = field(
         default=None, metadata={"help": "Processes for tokenizing and building instances (None: min(2, CPUs), "
                                         "one per 16 MB of text / 16M tokens, as a worker costs ~1 s to start)."}
+    )
+    draw_ahead: bool = field(
+        default=True,
+        metadata={"help": "Draw the next epoch's instances in the background while the current epoch trains (on "
+                          "each machine's first process; cached corpora only), so an epoch boundary does not wait "
+                          "for the redraw. False: draw each epoch when it starts."},
     )
 
     def __post_init__(self):
@@ -303,6 +310,42 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     )
 
 
+class _Background:
+    """``fn()`` in a thread; :meth:`wait` joins it and re-raises its exception in the caller."""
+
+    def __init__(self, fn, name: str):
+        self.error: BaseException | None = None
+
+        def run():
+            try:
+                with _quiet_progress():
+                    fn()
+            except BaseException as err:  # handed to the thread that waits
+                self.error = err
+
+        self.thread = threading.Thread(target=run, name=name)
+        self.thread.start()
+
+    def wait(self, raise_error: bool = True) -> None:
+        self.thread.join()
+        if self.error is not None and raise_error:
+            raise self.error
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """No ``datasets`` progress bars while inside (the training loop's own bar stays readable)."""
+    import datasets
+
+    was = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            datasets.enable_progress_bars()
+
+
 def instance_stats(instances: Dataset, max_seq_length: int) -> dict:
     """Instances, fraction with a random B (``None`` without NSP labels), mean tokens per instance
     ([CLS]/[SEP] included), longest instance, and the padding fraction when padded to ``max_seq_length``."""
@@ -328,12 +371,14 @@ def format_stats(stats: dict) -> str:
 
 class InstanceBuilder:
     """Tokenized documents + :class:`NSPArgs` for the training loop: ``for_epoch(epoch)`` builds (or
-    reads from cache) that epoch's instances, ``stats(ds)`` reports them."""
+    reads from cache) that epoch's instances, ``draw_ahead(epoch)`` starts building one in a background thread
+    (the training loop calls it for the next epoch while the current one trains), ``stats(ds)`` reports them."""
 
     def __init__(self, tokenized: Dataset, args: NSPArgs, *, cls_id: int, sep_id: int, seed: int = 0,
                  name: str = "corpus"):
         self.tokenized, self.args, self.cls_id, self.sep_id, self.seed = tokenized, args, cls_id, sep_id, seed
         self.name = name  # which documents, for error messages: "corpus", "training split", "held-out split"
+        self._ahead: dict[int, _Background] = {}
 
     @classmethod
     def from_documents(cls, documents: Dataset, tokenizer, args: NSPArgs, *, seed: int = 0,
@@ -346,12 +391,39 @@ class InstanceBuilder:
         return cls(tokenized, args, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, seed=seed,
                    name=name)
 
-    def for_epoch(self, epoch: int) -> Dataset:
+    def _build(self, epoch: int, keep_earlier_epochs: bool) -> Dataset:
         a = self.args
         return build_instances(self.tokenized, cls_id=self.cls_id, sep_id=self.sep_id,
                                max_seq_length=a.max_seq_length, short_seq_prob=a.short_seq_prob, nsp=a.nsp,
                                random_next_prob=a.random_next_prob, seed=self.seed, epoch=epoch,
-                               num_proc=a.preprocessing_num_proc, name=self.name, keep_earlier_epochs=False)
+                               num_proc=a.preprocessing_num_proc, name=self.name,
+                               keep_earlier_epochs=keep_earlier_epochs)
+
+    def for_epoch(self, epoch: int) -> Dataset:
+        """The instances of ``epoch``. If :meth:`draw_ahead` started them, this waits for that build (and raises
+        its error, if it failed) and then opens its cache file; the cached rows of the epochs between 0 and
+        ``epoch`` are deleted here, when the loop has left them."""
+        pending = self._ahead.pop(epoch, None)
+        if pending is not None:
+            pending.wait()
+        return self._build(epoch, keep_earlier_epochs=False)
+
+    def draw_ahead(self, epoch: int) -> bool:
+        """Start building ``epoch``'s instances into the cache in a background thread and return at once (True),
+        or False when there is nothing to gain: ``args.draw_ahead`` is off, the corpus is in memory (no cache
+        file to hand the rows over), or that epoch is already on its way. The build is the one
+        :meth:`for_epoch` would do (same rows, same cache file), with its progress bar hidden; with
+        ``preprocessing_num_proc`` > 1 it runs in that many worker processes. Deletes nothing."""
+        if not self.args.draw_ahead or not self.tokenized.cache_files or epoch in self._ahead:
+            return False
+        self._ahead[epoch] = _Background(lambda: self._build(epoch, keep_earlier_epochs=True),
+                                         name=f"hfssl-draw-epoch-{epoch}")
+        return True
+
+    def finish(self) -> None:
+        """Wait for the builds :meth:`draw_ahead` started (so no process exits with one half-written)."""
+        for pending in self._ahead.values():
+            pending.wait(raise_error=False)
 
     def stats(self, instances: Dataset) -> dict:
         return instance_stats(instances, self.args.max_seq_length)
