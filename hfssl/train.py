@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
