@@ -10,6 +10,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset
 
 from hfssl.text import encode, nsp
@@ -354,8 +355,24 @@ def test_ids_above_uint16_are_kept_exactly(nsp_on):
     assert instances.features["input_ids"].feature.dtype == "int32"
     ids = {t for row in instances["input_ids"] for t in row}
     assert {70_000, 70_011, 65_535, 65_536} <= ids and max(ids) == 70_011
-    if nsp_on:
-        assert instances.features["token_type_ids"].feature.dtype == "int8"
+    if nsp_on:  # one bit per token in the cache; the collator pads them into a long tensor of 0 / 1
+        assert instances.features["token_type_ids"].feature.dtype == "bool"
+        from hfssl.text.masking import MLMCollator
+
+        class Vocab:  # the collator's view of a tokenizer of 70,012 ids
+            pad_token_id, mask_token_id, all_special_ids = 0, 4, [0, 1, 2, 3, 4]
+
+            def get_vocab(self):
+                return {f"t{i}": i for i in range(70_012)}
+
+            def __len__(self):
+                return 70_012
+
+        batch = MLMCollator(Vocab()).pad([instances[i] for i in range(len(instances))])
+        for row, types in zip(instances, batch["token_type_ids"].tolist()):
+            sep = row["input_ids"].index(SEP)  # [CLS] A [SEP]: 0, then B [SEP]: 1, then padding: 0
+            assert types == [0] * (sep + 1) + [1] * (len(row["input_ids"]) - sep - 1) + [0] * (len(types) - len(row["input_ids"]))
+        assert batch["token_type_ids"].dtype == torch.long
 
 
 def test_without_nsp_documents_are_packed_full_sentences():

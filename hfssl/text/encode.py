@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value
 from datasets.fingerprint import Hasher
 
-CACHE_VERSION = "hfssl-nsp-3"  # 2: the tokenized cache holds tokens only; 3: uint16 ids when they fit
+CACHE_VERSION = "hfssl-nsp-4"  # 2: the tokenized cache holds tokens only; 3: uint16 ids when they fit; 4: bool types
 
 
 def id_dtype(largest_id: int) -> str:
