@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,28 @@ def test_two_processes_shard_the_data(corpus, tmp_path):
     last = [json.loads(x) for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(x["loss"])) for x in last if "loss" in x)
     assert last[-1]["eval_mlm_loss"] < 7.2  # below the uniform-guess loss ln(1200) = 7.09 + margin
+
+
+@pytest.mark.slow  # two real processes over three epochs
+def test_epochs_drawn_ahead_train_exactly_as_epochs_drawn_at_their_start(corpus, tmp_path):
+    """Two processes, three epochs: drawing the next epoch in the background (the default; the others read the
+    first process's cache) ends with the same weights as drawing each epoch when it starts; no epoch is left on
+    disk but epoch 0 and the last (each run with a cache of its own)."""
+    from safetensors.torch import load_file
+
+    epochs = ["--max_steps", "-1", "--num_epochs", "3", "--per_device_train_batch_size", "16", "--save_steps", "0"]
+    weights = {}
+    for ahead in ("true", "false"):
+        reuse = ["--tokenizer_name_or_path", str(tmp_path / "true/tokenizer")] if ahead == "false" else []
+        out = torchrun(2, corpus, tmp_path / ahead, *epochs, "--draw_ahead", ahead,
+                       "--cache_dir", str(tmp_path / f"cache_{ahead}"), *reuse)
+        assert "[process 1/2] finished" in out
+        weights[ahead] = load_file(tmp_path / ahead / "model/model.safetensors")
+        drawn = {p.name.split("_")[0].removesuffix(".arrow")
+                 for p in (tmp_path / f"cache_{ahead}").rglob("nsp-instances-*.arrow")}
+        assert len(drawn) == 3, drawn  # training split: epochs 0 and 2 (1 deleted, no 3 drawn); held-out: 0
+    for key in weights["true"]:
+        assert torch.equal(weights["true"][key], weights["false"][key]), key
 
 
 @pytest.mark.slow  # two real processes: with the end-to-end runs
