@@ -17,7 +17,7 @@
    ``--pretrained NAME=FOLDER`` evaluates existing exported folders instead of pretraining;
    ``--transfer_only`` skips the in-domain part.
 
-The recipes run with their configs' settings: SimCLR's batch is 128 since issue 18 (docs/results.md); the
+The recipes run with their configs' settings: SimCLR's default batch is 128 (docs/results.md); the
 30-minute table there ran SimCLR at 256 (``--recipe_args --per_device_train_batch_size 256 ...``).
 
     python benchmarks/contrastive_gain.py --threads 2 --methods simclr moco byol --recipe_args --max_steps 800
