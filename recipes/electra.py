@@ -78,7 +78,8 @@ def main(argv=None):
                       f"({gen.num_attention_heads} heads); {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
                       f"parameters, vocabulary {len(tokenizer)}")
 
-    result = fit(accelerator, model, train_args, train_data=train_rows.for_epoch, collate_fn=pad_with_noise(collator.pad),
+    result = fit(accelerator, model, train_args, train_data=train_rows.for_epoch, draw_ahead=train_rows.draw_ahead,
+                 collate_fn=pad_with_noise(collator.pad),
                  transform=electra_transform(collator.mask), eval_data=eval_rows, eval_step=electra_eval_step(),
                  eval_summary=electra_summary, settings=settings)
 

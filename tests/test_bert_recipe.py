@@ -208,7 +208,6 @@ def test_resume_from_a_checkpoint_reaches_the_same_model(corpus, tmp_path):
                           text=True, cwd=ROOT, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     straight = load_file(out / "model/model.safetensors")
-    import shutil
 
     shutil.rmtree(out / "checkpoints/step-6")
     shutil.rmtree(out / "model")

@@ -21,6 +21,7 @@ from hfssl.methods.electra import (
     binned_auc,
     electra_eval_step,
     electra_summary,
+    logit_histograms,
     pad_with_noise,
     replace_tokens,
     sample_replacements,
@@ -147,6 +148,28 @@ def test_embeddings_are_one_module_and_the_saved_folders_agree(tmp_path):
         assert torch.equal(d.state_dict()[name], value) and torch.equal(g.state_dict()[name], value), name
 
 
+def test_sinusoidal_positions_fill_the_one_shared_table():
+    """--sinusoidal_positions: the shared position table holds the Transformer's sinusoids (written out here
+    from the formula), scaled to the asked standard deviation, and both towers read that one table."""
+    import math
+
+    torch.manual_seed(0)
+    model = ElectraPretrainer.from_args(ElectraModelArgs(**TINY, sinusoidal_positions=0.05), VOCAB, PAD)
+    shared = model.discriminator.electra.embeddings.position_embeddings.weight
+    assert model.generator.electra.embeddings.position_embeddings.weight is shared
+    table = shared.detach()  # (P, E)
+    positions, dim = table.shape
+    reference = torch.tensor([[math.sin(p / 10_000 ** (i / dim)) if i % 2 == 0
+                               else math.cos(p / 10_000 ** ((i - 1) / dim)) for i in range(dim)]
+                              for p in range(positions)])
+    assert table.std().item() == pytest.approx(0.05, rel=1e-4)
+    assert torch.allclose(table, reference * (0.05 / reference.std()), atol=1e-6)
+    torch.manual_seed(0)
+    plain = ElectraPretrainer.from_args(ElectraModelArgs(**TINY), VOCAB, PAD)  # the default: the normal init
+    plain_std = plain.discriminator.electra.embeddings.position_embeddings.weight.std().item()
+    assert plain_std == pytest.approx(0.02, rel=0.05)
+
+
 def test_eval_step_sums_and_summary():
     model = tiny_model().eval()
     inputs, attention, types, labels, _, _ = masked_batch()
@@ -200,6 +223,24 @@ def test_binned_auc_equals_pair_counting():
     wins = sum(p * n * (1.0 if i > j else 0.5 if i == j else 0.0)
                for i, p in enumerate(pos) for j, n in enumerate(neg))
     assert binned_auc(pos, neg) == pytest.approx(wins / (sum(pos) * sum(neg)))
+
+
+def test_held_out_auc_resolves_a_weak_discriminator():
+    """The eval step's logit histograms give the AUC of pair counting (exact, ties 1/2) to 0.01 even when a
+    weak discriminator's logits all sit within one unit of the base-rate log-odds, as after the plateau
+    (bins of 1/2 read such a discriminator as ~0.5)."""
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.rand(8, 64, generator=g) < 0.15).float()  # (B, T)
+    logits = -1.7 + 0.3 * torch.randn(8, 64, generator=g) + 0.25 * labels  # replaced a little higher
+    active = torch.ones_like(labels)
+    active[0, 40:] = 0  # padding does not count
+    pos, neg = logit_histograms(logits, labels, active)
+    assert pos.shape == neg.shape == (8, pos.shape[1]) and pos.sum() + neg.sum() == active.sum()
+    binned = binned_auc(pos.sum(0).tolist(), neg.sum(0).tolist())
+    keep = active.bool()
+    s1, s0 = logits[keep & (labels == 1)], logits[keep & (labels == 0)]
+    exact = ((s1[:, None] > s0[None]).double() + 0.5 * (s1[:, None] == s0[None]).double()).mean().item()
+    assert exact > 0.6 and binned == pytest.approx(exact, abs=0.01)
 
 
 @pytest.mark.parametrize("flags, culprits", [

@@ -40,6 +40,9 @@ class ElectraModelArgs:
         "help": "generator hidden size as a fraction of the discriminator's (paper: 1/4 small, 1/3 base); the "
                 "generator has one attention head per 64 hidden units (at least one) and a 4x feed-forward"})
     disc_weight: float = field(default=50.0, metadata={"help": "lambda: weight of the discriminator loss"})
+    sinusoidal_positions: float = field(default=0.0, metadata={
+        "help": "if > 0, initialise the shared (learned) position table with sinusoids of this standard deviation "
+                "(as recipes/bert_mlm.py's --sinusoidal_positions); 0 keeps the normal init"})
     max_position_embeddings: int | None = field(default=None, metadata={"help": "positions (default 512)"})
     hidden_dropout_prob: float | None = field(default=None, metadata={"help": "dropout on hidden states (0.1)"})
     attention_probs_dropout_prob: float | None = field(default=None, metadata={"help": "attention dropout (0.1)"})
@@ -57,6 +60,8 @@ class ElectraModelArgs:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"--{name} {value} must be in [0, 1)")
+        if not self.sinusoidal_positions >= 0:
+            raise ValueError(f"--sinusoidal_positions {self.sinusoidal_positions} must be >= 0")
         if not self.disc_weight > 0:
             raise ValueError(f"--disc_weight {self.disc_weight} must be positive (the paper uses 50)")
         size = self.sizes
