@@ -304,8 +304,8 @@ def test_draw_ahead_builds_the_next_epoch_in_the_background(tmp_path, monkeypatc
     monkeypatch.setattr(nsp, "build_instances", recording)
     builder.for_epoch(0)
     assert builder.draw_ahead(1) and not builder.draw_ahead(1)  # already on its way
-    builder._ahead[1].wait()
-    assert threads[-1] == ("hfssl-draw-epoch-1", 1, True)
+    builder.finish()
+    assert threads[-1] == ("hfssl-draw-ahead_0", 1, True)
 
     def no_building(*a, **k):
         raise AssertionError("epoch 1 was built again instead of read from the cache")

@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -310,28 +310,6 @@ def build_instances(tokenized: Dataset, *, cls_id: int, sep_id: int, max_seq_len
     )
 
 
-class _Background:
-    """``fn()`` in a thread; :meth:`wait` joins it and re-raises its exception in the caller."""
-
-    def __init__(self, fn, name: str):
-        self.error: BaseException | None = None
-
-        def run():
-            try:
-                with _quiet_progress():
-                    fn()
-            except BaseException as err:  # handed to the thread that waits
-                self.error = err
-
-        self.thread = threading.Thread(target=run, name=name)
-        self.thread.start()
-
-    def wait(self, raise_error: bool = True) -> None:
-        self.thread.join()
-        if self.error is not None and raise_error:
-            raise self.error
-
-
 @contextlib.contextmanager
 def _quiet_progress():
     """No ``datasets`` progress bars while inside (the training loop's own bar stays readable)."""
@@ -378,7 +356,8 @@ class InstanceBuilder:
                  name: str = "corpus"):
         self.tokenized, self.args, self.cls_id, self.sep_id, self.seed = tokenized, args, cls_id, sep_id, seed
         self.name = name  # which documents, for error messages: "corpus", "training split", "held-out split"
-        self._ahead: dict[int, _Background] = {}
+        self._ahead: dict[int, Future] = {}  # epoch -> its build in the background thread
+        self._drawer: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_documents(cls, documents: Dataset, tokenizer, args: NSPArgs, *, seed: int = 0,
@@ -405,7 +384,7 @@ class InstanceBuilder:
         ``epoch`` are deleted here, when the loop has left them."""
         pending = self._ahead.pop(epoch, None)
         if pending is not None:
-            pending.wait()
+            pending.result()  # re-raises the build's error here
         return self._build(epoch, keep_earlier_epochs=False)
 
     def draw_ahead(self, epoch: int) -> bool:
@@ -416,14 +395,20 @@ class InstanceBuilder:
         ``preprocessing_num_proc`` > 1 it runs in that many worker processes. Deletes nothing."""
         if not self.args.draw_ahead or not self.tokenized.cache_files or epoch in self._ahead:
             return False
-        self._ahead[epoch] = _Background(lambda: self._build(epoch, keep_earlier_epochs=True),
-                                         name=f"hfssl-draw-epoch-{epoch}")
+        if self._drawer is None:
+            self._drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hfssl-draw-ahead")
+
+        def build() -> None:
+            with _quiet_progress():
+                self._build(epoch, keep_earlier_epochs=True)
+
+        self._ahead[epoch] = self._drawer.submit(build)
         return True
 
     def finish(self) -> None:
-        """Wait for the builds :meth:`draw_ahead` started (so no process exits with one half-written)."""
-        for pending in self._ahead.values():
-            pending.wait(raise_error=False)
+        """Wait for the builds :meth:`draw_ahead` started (so no process exits with one half-written); their
+        errors are raised by :meth:`for_epoch`."""
+        wait(list(self._ahead.values()))
 
     def stats(self, instances: Dataset) -> dict:
         return instance_stats(instances, self.args.max_seq_length)
