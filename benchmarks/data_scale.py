@@ -109,7 +109,6 @@ def run_stages(corpus: str, cache: str, num_proc: int, tokenizer_sample_mb: floa
     lap(BOUNDARY)
     builder.draw_ahead(2)
     builder.finish()
-    t = time.perf_counter()
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": times, "peak_rss_mb": max(own, workers), "peak_anon_mb": anon() / 1e6,

@@ -253,9 +253,10 @@ def logit_histograms(logits: torch.Tensor, labels: torch.Tensor,
     the ends open."""
     scaled = (logits.float() + AUC_RANGE) * (AUC_BINS / (2 * AUC_RANGE))  # (B, T)
     bins = scaled.floor().clamp_(0, AUC_BINS - 1).long()  # (B, T)
-    in_bin = F.one_hot(bins, AUC_BINS).double() * active.double()[..., None]  # (B, T, bins)
-    labels = labels.double()[..., None]  # (B, T, 1)
-    return (in_bin * labels).sum(1), (in_bin * (1 - labels)).sum(1)
+    replaced = labels.double() * active.double()  # (B, T)
+    empty = torch.zeros(bins.shape[0], AUC_BINS, dtype=torch.double, device=bins.device)  # (B, bins)
+    return (empty.scatter_add(1, bins, replaced),
+            empty.scatter_add(1, bins, active.double() - replaced))
 
 
 def binned_auc(positive: list[float], negative: list[float]) -> float:
