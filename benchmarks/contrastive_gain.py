@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from hfssl.vision.backbones import BackboneArgs, build_backbone, features  # noqa: E402
 from hfssl.vision.data import ImageData, ImageDataArgs, load_images  # noqa: E402
 from hfssl.vision.loader import PIXELS, pixels_from_bytes  # noqa: E402
-from hfssl.vision.probe import evaluate_features, extract_features  # noqa: E402
+from hfssl.vision.probe import evaluate_features, extract_features, knn_predict  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "images" / "fashion-mnist"
 
@@ -93,14 +93,18 @@ def transfer(folders: dict[str, Path], glyphs: ImageData, args) -> list[dict]:
         if key not in cache:  # the same processor settings give the same pixels: make them once
             cache[key] = [processor_pixels(processor, ds) for ds in (glyphs.train, glyphs.eval)]
         tx, vx = (pixel_features(model, x) for x in cache[key])
-        return evaluate_features(tx, train_y, vx, test_y, classes)
+        mu = tx.mean(0)  # centred kNN: the bank's mean feature taken off bank and queries before the cosine
+        centred = knn_predict(tx - mu, train_y, vx - mu, classes)
+        return {**evaluate_features(tx, train_y, vx, test_y, classes),
+                "knn_centred_accuracy": float((centred == test_y).float().mean())}
 
     processor = sizes = None
     for name, folder in folders.items():
         processor, model = AutoImageProcessor.from_pretrained(folder), AutoModel.from_pretrained(folder)
         sizes = model.config.hidden_sizes
         rows.append({"features": name, **score(model, processor)})
-        print(f"transfer {name:10s} kNN {100 * rows[-1]['knn_accuracy']:.2f}  probe {100 * rows[-1]['linear_probe_accuracy']:.2f}", flush=True)
+        print(f"transfer {name:10s} kNN {100 * rows[-1]['knn_accuracy']:.2f}  centred kNN "
+              f"{100 * rows[-1]['knn_centred_accuracy']:.2f}  probe {100 * rows[-1]['linear_probe_accuracy']:.2f}", flush=True)
     if processor is None:
         raise SystemExit("--transfer needs pretrained folders: --methods or --pretrained")
     randoms = []
@@ -111,19 +115,22 @@ def transfer(folders: dict[str, Path], glyphs: ImageData, args) -> list[dict]:
         if model.config.hidden_sizes != sizes:
             raise SystemExit(f"--preset {args.preset} is not the architecture of the pretrained folders ({sizes})")
         randoms.append(score(model, processor))
-        print(f"transfer random seed {seed} kNN {100 * randoms[-1]['knn_accuracy']:.2f}  "
+        print(f"transfer random seed {seed} kNN {100 * randoms[-1]['knn_accuracy']:.2f}  centred kNN "
+              f"{100 * randoms[-1]['knn_centred_accuracy']:.2f}  "
               f"probe {100 * randoms[-1]['linear_probe_accuracy']:.2f}", flush=True)
-    mean = {k: statistics.mean(r[k] for r in randoms) for k in ("knn_accuracy", "linear_probe_accuracy")}
+    mean = {k: statistics.mean(r[k] for r in randoms)
+            for k in ("knn_accuracy", "knn_centred_accuracy", "linear_probe_accuracy")}
     sd = {k: statistics.pstdev(r[k] for r in randoms) for k in mean}
     print(f"\nTransfer to {args.transfer} ({len(train_y)} bank / probe images, {len(test_y)} scored, {classes} classes), "
           f"random init: mean of seeds {args.random_seeds}\n"
-          "| features | kNN | linear probe | kNN - random | probe - random |\n| --- | --- | --- | --- | --- |")
-    print(f"| random init ({len(randoms)} seeds) | {100 * mean['knn_accuracy']:.1f} +- {100 * sd['knn_accuracy']:.1f} | "
-          f"{100 * mean['linear_probe_accuracy']:.1f} +- {100 * sd['linear_probe_accuracy']:.1f} | | |")
+          "| features | kNN | centred kNN | linear probe | kNN - random | centred kNN - random | probe - random |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
+    keys = ("knn_accuracy", "knn_centred_accuracy", "linear_probe_accuracy")
+    print(f"| random init ({len(randoms)} seeds) | "
+          + " | ".join(f"{100 * mean[k]:.1f} +- {100 * sd[k]:.1f}" for k in keys) + " | | | |")
     for r in rows:
-        print(f"| {r['features']} | {100 * r['knn_accuracy']:.1f} | {100 * r['linear_probe_accuracy']:.1f} | "
-              f"{100 * (r['knn_accuracy'] - mean['knn_accuracy']):+.1f} | "
-              f"{100 * (r['linear_probe_accuracy'] - mean['linear_probe_accuracy']):+.1f} |")
+        print(f"| {r['features']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in keys) + " | "
+              + " | ".join(f"{100 * (r[k] - mean[k]):+.1f}" for k in keys) + " |")
     return [*rows, *({"features": f"random seed {s}", **r} for s, r in zip(args.random_seeds, randoms))]
 
 
