@@ -9,10 +9,9 @@ construction; the label needs the polarity of the gloss composed with the negati
     python tasks/wordnet_negation.py
 """
 import random
-import re
 
-from common import DATA, OUT, read_jsonl, write_jsonl
-from wordnet_polarity import NEG, POS
+from common import OUT, write_jsonl
+from wordnet_polarity import polar_glosses
 
 TEMPLATES = [  # (affirmed, negated)
     ("It was {}.", "It was not {}."),
@@ -24,17 +23,7 @@ TEMPLATES = [  # (affirmed, negated)
 
 def main():
     rng = random.Random(23)
-    pos_set, neg_set = set(POS), set(NEG)
-    glosses, seen = [], set()
-    for row in read_jsonl(DATA / "wordnet/noun_glosses.jsonl"):
-        g = row["text"].split(";")[0].strip()
-        if g in seen or not 4 <= len(g.split()) <= 25:
-            continue
-        seen.add(g)
-        words = set(re.findall(r"[a-z]+", g.lower()))
-        p, n = words & pos_set, words & neg_set
-        if bool(p) != bool(n):  # one polarity only
-            glosses.append((g, int(bool(p))))
+    glosses = [(g, label) for g, _, label in polar_glosses(25)]
     rng.shuffle(glosses)
     by = {0: [x for x in glosses if x[1] == 0], 1: [x for x in glosses if x[1] == 1]}
     k = min(len(by[0]), len(by[1]))

@@ -27,25 +27,29 @@ danger violent violence damage injury offensive annoying annoyance grief sad sad
 dirty lazy weak""".split()
 
 
+def polar_glosses(max_words: int):
+    """(gloss, its evaluative words, label) for each distinct gloss (first clause, 4..max_words words) whose
+    evaluative words are all positive (label 1) or all negative (0), in file order."""
+    pos_set, neg_set, dup = set(POS), set(NEG), set()
+    for row in read_jsonl(DATA / "wordnet/noun_glosses.jsonl"):
+        g = row["text"].split(";")[0].strip()
+        if g in dup or not 4 <= len(g.split()) <= max_words:
+            continue
+        dup.add(g)
+        words = set(re.findall(r"[a-z]+", g.lower()))
+        p, n = words & pos_set, words & neg_set
+        if bool(p) != bool(n):  # one polarity only
+            yield g, p | n, int(bool(p))
+
+
 def main():
     rng = random.Random(17)
     pos, neg = sorted(set(POS)), sorted(set(NEG))
     rng.shuffle(pos)
     rng.shuffle(neg)
     seen = set(pos[: len(pos) // 2]) | set(neg[: len(neg) // 2])
-    pos_set, neg_set = set(pos), set(neg)
-    rows_seen, rows_unseen, dup = [], [], set()
-    for row in read_jsonl(DATA / "wordnet/noun_glosses.jsonl"):
-        g = row["text"].split(";")[0].strip()
-        if g in dup or not 4 <= len(g.split()) <= 30:
-            continue
-        dup.add(g)
-        words = set(re.findall(r"[a-z]+", g.lower()))
-        p, n = words & pos_set, words & neg_set
-        if bool(p) == bool(n):  # none or both polarities
-            continue
-        hits = p | n
-        label = int(bool(p))
+    rows_seen, rows_unseen = [], []
+    for g, hits, label in polar_glosses(30):
         if hits <= seen:
             rows_seen.append({"text": g, "label": label})
         elif not hits & seen:
