@@ -118,14 +118,13 @@ def transfer(folders: dict[str, Path], glyphs: ImageData, args) -> list[dict]:
         print(f"transfer random seed {seed} kNN {100 * randoms[-1]['knn_accuracy']:.2f}  centred kNN "
               f"{100 * randoms[-1]['knn_centred_accuracy']:.2f}  "
               f"probe {100 * randoms[-1]['linear_probe_accuracy']:.2f}", flush=True)
-    mean = {k: statistics.mean(r[k] for r in randoms)
-            for k in ("knn_accuracy", "knn_centred_accuracy", "linear_probe_accuracy")}
+    keys = ("knn_accuracy", "knn_centred_accuracy", "linear_probe_accuracy")
+    mean = {k: statistics.mean(r[k] for r in randoms) for k in keys}
     sd = {k: statistics.pstdev(r[k] for r in randoms) for k in mean}
     print(f"\nTransfer to {args.transfer} ({len(train_y)} bank / probe images, {len(test_y)} scored, {classes} classes), "
           f"random init: mean of seeds {args.random_seeds}\n"
           "| features | kNN | centred kNN | linear probe | kNN - random | centred kNN - random | probe - random |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
-    keys = ("knn_accuracy", "knn_centred_accuracy", "linear_probe_accuracy")
     print(f"| random init ({len(randoms)} seeds) | "
           + " | ".join(f"{100 * mean[k]:.1f} +- {100 * sd[k]:.1f}" for k in keys) + " | | | |")
     for r in rows:

@@ -10,7 +10,7 @@
    are never seen), unless ``--pretrained DIR``. ``--minutes M`` sets ``--max_steps`` from the speed of a
    short calibration run so that methods can be compared at the same wall-clock budget.
 2. Tasks: ``bbc`` (topics, 5 classes), ``wordnet`` (noun-gloss categories, 26 classes, never seen in
-   pretraining) - topic tasks that word statistics solve - and two that they do not:
+   pretraining) - topic tasks that word statistics solve - three that they do not, and a lexical one:
    ``wordnet_order`` (a gloss intact or its words shuffled: unigram features are at chance by construction),
    ``wordnet_negation`` (a statement about a polar gloss, affirmed or negated: every word occurs equally often
    under both labels), ``wordnet_polarity_unseen`` (polarity of glosses whose evaluative words never occur
