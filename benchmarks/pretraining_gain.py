@@ -19,6 +19,9 @@
 3. For each task and each init (pretrained, scratch): fine-tune with recipes/finetune_text_classification.py
    (the standard Trainer) at every learning rate of the grid and every seed; pick each init's learning rate
    by mean *validation* accuracy; report *test* accuracy at that rate: mean and spread over seeds, and the gain.
+   Each run's result stays in WORK/ft and a later call reads it back only for the same weights, task files and
+   flags (scratch arms: for the same config and tokenizer files); otherwise it stops with an error, as it
+   does for a --name whose pretrained folder or results file belongs to another model or other flags.
 4. ``--probe``: a frozen probe (logistic regression, C by validation) on the mean-pooled last layer of the
    pretrained encoder vs random inits of the same config (one per seed): mean and spread, and the gain.
 """
@@ -26,6 +29,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import random
@@ -134,9 +139,17 @@ def calibrate_steps(work: Path, method: str, minutes: float, extra: list[str]) -
 
 
 def pretrain(work: Path, name: str, method: str, extra: list[str], minutes: float | None) -> Path:
+    """Pretrain into ``work/name`` once; a later call with the same method, flags and budget reuses the folder, one
+    with others is refused (its fine-tuning results would otherwise be read back as if they were this model's)."""
     out = work / name
+    asked = {"method": method, "pretrain_args": list(extra), "minutes": minutes}
+    record = out / "gain_pretrain.json"
     if (out / "model/model.safetensors").is_file():
-        print(f"reusing {out / 'model'}")
+        before = json.loads(record.read_text()) if record.is_file() else None
+        if before != asked:
+            raise SystemExit(f"error: {out} holds a model pretrained with {before or 'unrecorded settings'}, not "
+                             f"{asked}, --name / --work_dir; pass another --name (or --work_dir), or delete that folder")
+        print(f"reusing {out / 'model'} (pretrained with the same method and flags)")
         return out / "model"
     if minutes:
         extra = [*extra, "--max_steps", str(calibrate_steps(work, method, minutes, extra))]
@@ -145,7 +158,56 @@ def pretrain(work: Path, name: str, method: str, extra: list[str], minutes: floa
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     print(f"pretraining took {(time.perf_counter() - start) / 60:.1f} min")
+    record.write_text(json.dumps(asked))
     return out / "model"
+
+
+@functools.cache
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (computed once per file version in a process)."""
+    st = path.stat()
+    return _file_digest(path.resolve(), st.st_size, st.st_mtime_ns)
+
+
+def folder_digest(model: Path, weights: bool = True) -> str:
+    """SHA-256 over the files of a model folder that fine-tuning reads (``weights=False``: config and tokenizer
+    only, what a from-scratch run reads)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in model.iterdir() if p.is_file()):
+        if f.name in ("README.md", "report.png") or (not weights and f.suffix in (".safetensors", ".bin")):
+            continue
+        h.update(f"{f.name}:{file_digest(f)}\n".encode())
+    return h.hexdigest()
+
+
+def earlier_results(path: Path, model: Path) -> dict:
+    """The results file of this ``--name`` to merge into: empty (with the model's digest) when new, its contents when
+    it belongs to ``model``; one of another model, or one that does not say which, is refused."""
+    digest = folder_digest(model)
+    merged = json.loads(path.read_text()) if path.is_file() else {"model_digest": digest}
+    if merged.get("model_digest") != digest:
+        raise SystemExit(f"error: {path} holds results of another model than {model}, --name; pass another --name "
+                         "(or --work_dir), or delete that file")
+    return merged
+
+
+def run_fingerprint(model: Path, files: dict, argv: list[str], scratch: bool) -> str:
+    """What one fine-tuning run depends on: the task's files, the flags, and the model folder's files - for a
+    scratch run only its config and tokenizer (its weights are not used), so pretrained models that share them
+    share their scratch runs."""
+    h = hashlib.sha256(folder_digest(model, weights=not scratch).encode())
+    for split in sorted(files):
+        h.update(f"{split}:{file_digest(Path(files[split]))}\n".encode())
+    h.update(json.dumps(argv).encode())
+    return h.hexdigest()
 
 
 @torch.no_grad()
@@ -203,23 +265,31 @@ def test_accuracy(folder: Path, test_file: Path, max_length: int) -> float:
 
 
 def finetune(model: Path, files: dict, out: Path, lr: float, seed: int, scratch: bool, args) -> tuple[float, float]:
-    """(validation, test) accuracy of one fine-tuning run; a run already in ``out`` is read back, so runs that
-    share a work dir share their scratch arms (same corpus -> same tokenizer and config)."""
+    """(validation, test) accuracy of one fine-tuning run. A run already in ``out`` is read back when its
+    :func:`run_fingerprint` matches (so pretrained models with the same tokenizer and config share their scratch
+    arms), and refused when it does not: a result is never reused for another model or settings."""
     from finetune_text_classification import main as finetune_main
 
+    settings = ["--learning_rate", str(lr), "--seed", str(seed), "--num_train_epochs", f"{args.epochs:g}",
+                "--max_seq_length", str(args.max_seq_length), "--per_device_train_batch_size", "32",
+                "--warmup_steps", "0.1", "--eval_strategy", "no", "--logging_steps", "1000",
+                "--disable_tqdm", "true"] + (["--from_scratch"] if scratch else [])
+    fingerprint = run_fingerprint(model, files, settings, scratch)
     done = out / "gain_result.json"
     if done.is_file():
-        return tuple(json.loads(done.read_text()))
+        stored = json.loads(done.read_text())
+        if isinstance(stored, dict) and stored.get("fingerprint") == fingerprint:
+            return tuple(stored["result"])
+        raise SystemExit(f"error: {done} is the result of another model, task data or settings than "
+                         f"{'the config and tokenizer' if scratch else 'the weights'} of {model}, --work_dir; "
+                         "pass another --work_dir (or --name), or delete that folder")
 
     argv = ["--model_name_or_path", str(model), "--train_file", str(files["train"]),
             "--validation_file", str(files["validation"]), "--output_dir", str(out), "--overwrite_output_dir",
-            "--learning_rate", str(lr), "--seed", str(seed), "--num_train_epochs", str(args.epochs),
-            "--max_seq_length", str(args.max_seq_length), "--per_device_train_batch_size", "32",
-            "--warmup_steps", "0.1", "--eval_strategy", "no", "--logging_steps", "1000",
-            "--disable_tqdm", "true"] + (["--from_scratch"] if scratch else [])
+            *settings]
     val = finetune_main(argv)["eval_accuracy"]
     result = (val, test_accuracy(out, files["test"], args.max_seq_length))
-    done.write_text(json.dumps(result))
+    done.write_text(json.dumps({"fingerprint": fingerprint, "result": result}))
     return result
 
 
@@ -249,6 +319,8 @@ def main() -> None:
     tasks.update(generated_tasks(args.work_dir, [t for t in args.tasks if t in GENERATED]))
     name = args.name or f"pretrain_{args.method}"
     model = args.pretrained or pretrain(args.work_dir, name, args.method, args.pretrain_args, args.minutes)
+    out = args.work_dir / f"results_{name}.json"
+    merged = earlier_results(out, model)
     results, probes = {}, {}
     for task in args.tasks:
         if args.probe:
@@ -256,7 +328,9 @@ def main() -> None:
             print(f"{task:8s} frozen probe: pretrained {probes[task]['pretrained']} random {probes[task]['random']}",
                   flush=True)
         for init, lrs in (("pretrained", args.lrs_pretrained), ("scratch", args.lrs_scratch)):
-            tag = name if init == "pretrained" else f"scratch_{args.method}"
+            # scratch arms are shared by every model with the same config and tokenizer files (the tokenizers
+            # trainer orders ids differently from run to run, so two pretrainings seldom share them)
+            tag = name if init == "pretrained" else f"scratch_{args.method}_{folder_digest(model, weights=False)[:8]}"
             runs = {lr: [finetune(model, tasks[task], args.work_dir / "ft" / f"{task}-{tag}-{lr}-{s}", lr, s,
                                   init == "scratch", args) for s in args.seeds] for lr in lrs}
             for lr, r in runs.items():
@@ -280,8 +354,9 @@ def main() -> None:
             rand, sd = statistics.mean(r["random"]), statistics.stdev(r["random"]) if len(r["random"]) > 1 else 0.0
             print(f"| {task} | {100 * r['pretrained'][0]:.1f} | {100 * rand:.1f} ± {100 * sd:.1f} | "
                   f"{100 * (r['pretrained'][0] - rand):+.1f} |")
-    (args.work_dir / f"results_{name}.json").write_text(json.dumps({
-        **{f"{t}/{i}": v for (t, i), v in results.items()}, **{f"{t}/probe": v for t, v in probes.items()}}))
+    # one file per --name and model, merged: a call with other --tasks adds its tasks and keeps the earlier ones
+    merged.update({**{f"{t}/{i}": v for (t, i), v in results.items()}, **{f"{t}/probe": v for t, v in probes.items()}})
+    out.write_text(json.dumps(merged))
 
 
 if __name__ == "__main__":
