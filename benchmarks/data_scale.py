@@ -71,8 +71,9 @@ def run_stages(corpus: str, cache: str, num_proc: int, tokenizer_sample_mb: floa
 
     from hfssl.methods.bert import premask
     from hfssl.text.corpus import CorpusArgs, load_corpus
+    from hfssl.text.epochs import InstanceBuilder
     from hfssl.text.masking import MaskingArgs, MLMCollator
-    from hfssl.text.nsp import InstanceBuilder, NSPArgs
+    from hfssl.text.nsp import NSPArgs
     from hfssl.text.tokenizer import TokenizerArgs, corpus_tokenizer
 
     times, t = {}, time.perf_counter()

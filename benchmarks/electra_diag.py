@@ -36,8 +36,9 @@ from hfssl.methods.electra import (
 from hfssl.methods.electra_config import ElectraModelArgs
 from hfssl.optim import build_optimizer, build_scheduler
 from hfssl.text.corpus import CorpusArgs, EvalSplitArgs, load_corpus, split_documents
+from hfssl.text.epochs import InstanceBuilder
 from hfssl.text.masking import MaskingArgs, MLMCollator
-from hfssl.text.nsp import InstanceBuilder, NSPArgs
+from hfssl.text.nsp import NSPArgs
 from hfssl.text.tokenizer import TokenizerArgs, get_or_train_tokenizer
 from hfssl.train import TrainArgs, evaluate, make_loader, step_generator
 

@@ -218,7 +218,7 @@ def fit(
     ``train_data`` is a Dataset, or a function ``epoch -> Dataset`` for data redrawn every epoch (NSP pairs);
     ``draw_ahead(epoch)``, if given, is called on each machine's first process once an epoch's first batch is
     loaded, with the next epoch when the run will reach it, to start building that epoch in the background
-    (:meth:`hfssl.text.nsp.InstanceBuilder.draw_ahead`). Epochs after the first are opened by each machine's
+    (:meth:`hfssl.text.epochs.InstanceBuilder.draw_ahead`). Epochs after the first are opened by each machine's
     first process before the others, so they read its cache instead of building the same rows at once.
     ``transform(batch, generator)`` runs on each collated batch before forward (e.g. MLM masking).
     ``on_step_end(model, step, total_steps)`` runs after each optimizer step on the unwrapped model.

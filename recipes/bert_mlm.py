@@ -18,8 +18,9 @@ from hfssl.hub import HubArgs, push_if_requested, save_model_folder
 from hfssl.methods.bert import BertPretrainer, mlm_eval_step, mlm_summary, premask
 from hfssl.methods.bert_config import BertModelArgs, folder_config
 from hfssl.text.corpus import CorpusArgs, EvalSplitArgs, load_corpus, split_documents
+from hfssl.text.epochs import InstanceBuilder
 from hfssl.text.masking import MaskingArgs, MLMCollator
-from hfssl.text.nsp import InstanceBuilder, NSPArgs, format_stats
+from hfssl.text.nsp import NSPArgs, format_stats
 from hfssl.text.tokenizer import TokenizerArgs, get_or_train_tokenizer, save_tokenizer
 from hfssl.train import TrainArgs, fit, make_accelerator
 

@@ -26,8 +26,9 @@ from hfssl.methods.electra import (
 )
 from hfssl.methods.electra_config import ElectraModelArgs, refuse_folder
 from hfssl.text.corpus import CorpusArgs, EvalSplitArgs, load_corpus, split_documents
+from hfssl.text.epochs import InstanceBuilder
 from hfssl.text.masking import MaskingArgs, MLMCollator
-from hfssl.text.nsp import InstanceBuilder, NSPArgs, format_stats
+from hfssl.text.nsp import NSPArgs, format_stats
 from hfssl.text.tokenizer import TokenizerArgs, get_or_train_tokenizer, save_tokenizer
 from hfssl.train import TrainArgs, fit, make_accelerator
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from hfssl.text import encode, nsp
+from hfssl.text import encode, epochs, nsp
 
 CLS, SEP = 2, 3
 FIRST_ID = 5  # ids 0..4 are the special tokens
@@ -259,7 +259,7 @@ def test_builder_keeps_epoch_0_and_the_epoch_in_use_on_disk(tmp_path, nsp_on):
     make_corpus(random_lengths(11, docs=2 * nsp.BLOCK_DOCS + 3)).save_to_disk(tmp_path / "docs")
     from datasets import load_from_disk
 
-    builder = nsp.InstanceBuilder(load_from_disk(tmp_path / "docs"), nsp.NSPArgs(max_seq_length=40, nsp=nsp_on,
+    builder = epochs.InstanceBuilder(load_from_disk(tmp_path / "docs"), nsp.NSPArgs(max_seq_length=40, nsp=nsp_on,
                                   preprocessing_num_proc=2), cls_id=CLS, sep_id=SEP, seed=5)
 
     def instance_files():
@@ -293,15 +293,15 @@ def test_draw_ahead_builds_the_next_epoch_in_the_background(tmp_path, monkeypatc
     make_corpus(random_lengths(13, docs=2 * nsp.BLOCK_DOCS + 5)).save_to_disk(tmp_path / "docs")
     make_corpus(random_lengths(13, docs=2 * nsp.BLOCK_DOCS + 5)).save_to_disk(tmp_path / "plain")
     args = nsp.NSPArgs(max_seq_length=32, preprocessing_num_proc=1)
-    builder = nsp.InstanceBuilder(load_from_disk(tmp_path / "docs"), args, cls_id=CLS, sep_id=SEP, seed=3)
-    plain = nsp.InstanceBuilder(load_from_disk(tmp_path / "plain"), args, cls_id=CLS, sep_id=SEP, seed=3)
+    builder = epochs.InstanceBuilder(load_from_disk(tmp_path / "docs"), args, cls_id=CLS, sep_id=SEP, seed=3)
+    plain = epochs.InstanceBuilder(load_from_disk(tmp_path / "plain"), args, cls_id=CLS, sep_id=SEP, seed=3)
     threads, build = [], nsp.build_instances
 
     def recording(*a, **k):
         threads.append((threading.current_thread().name, k["epoch"], k["keep_earlier_epochs"]))
         return build(*a, **k)
 
-    monkeypatch.setattr(nsp, "build_instances", recording)
+    monkeypatch.setattr(epochs, "build_instances", recording)
     builder.for_epoch(0)
     assert builder.draw_ahead(1) and not builder.draw_ahead(1)  # already on its way
     builder.finish()
@@ -328,7 +328,7 @@ def test_draw_ahead_hands_its_error_to_for_epoch_and_skips_what_it_cannot_help(t
 
     make_corpus(random_lengths(14, docs=12)).save_to_disk(tmp_path / "docs")
     args = nsp.NSPArgs(max_seq_length=32, preprocessing_num_proc=1)
-    builder = nsp.InstanceBuilder(load_from_disk(tmp_path / "docs"), args, cls_id=CLS, sep_id=SEP, seed=3)
+    builder = epochs.InstanceBuilder(load_from_disk(tmp_path / "docs"), args, cls_id=CLS, sep_id=SEP, seed=3)
 
     def broken(*a, **k):
         raise OSError(28, "No space left on device")
@@ -340,9 +340,9 @@ def test_draw_ahead_hands_its_error_to_for_epoch_and_skips_what_it_cannot_help(t
     with pytest.raises(OSError, match="No space left"):
         builder.for_epoch(1)
     assert len(builder.for_epoch(1)) > 0  # the next call builds it in the caller
-    in_memory = nsp.InstanceBuilder(make_corpus(random_lengths(14, docs=12)), args, cls_id=CLS, sep_id=SEP)
+    in_memory = epochs.InstanceBuilder(make_corpus(random_lengths(14, docs=12)), args, cls_id=CLS, sep_id=SEP)
     assert not in_memory.draw_ahead(1)  # no cache file to hand the rows over
-    off = nsp.InstanceBuilder(load_from_disk(tmp_path / "docs"), nsp.NSPArgs(max_seq_length=32, draw_ahead=False),
+    off = epochs.InstanceBuilder(load_from_disk(tmp_path / "docs"), nsp.NSPArgs(max_seq_length=32, draw_ahead=False),
                               cls_id=CLS, sep_id=SEP)
     assert not off.draw_ahead(1)
 
@@ -441,7 +441,7 @@ def test_too_few_documents_names_the_split_and_what_to_do(bert_tokenizer):
     from hfssl.errors import UserError
 
     held_out = Dataset.from_dict({"sentences": [TEXTS[0]]})
-    builder = nsp.InstanceBuilder.from_documents(held_out, bert_tokenizer, nsp.NSPArgs(max_seq_length=24),
+    builder = epochs.InstanceBuilder.from_documents(held_out, bert_tokenizer, nsp.NSPArgs(max_seq_length=24),
                                                  name="held-out split")
     with pytest.raises(UserError) as err:
         builder.for_epoch(0)
@@ -500,7 +500,7 @@ def test_tokenize_documents_matches_the_tokenizer(kind, bert_tokenizer):
 def test_instance_builder_end_to_end(bert_tokenizer):
     documents = Dataset.from_dict({"sentences": [doc for doc in TEXTS if doc] * 3})
     args = nsp.NSPArgs(max_seq_length=24, preprocessing_num_proc=1)
-    builder = nsp.InstanceBuilder.from_documents(documents, bert_tokenizer, args, seed=5)
+    builder = epochs.InstanceBuilder.from_documents(documents, bert_tokenizer, args, seed=5)
     epoch0 = builder.for_epoch(0)
     assert epoch0.to_dict() == builder.for_epoch(0).to_dict()
     assert epoch0["input_ids"] != builder.for_epoch(1)["input_ids"]
