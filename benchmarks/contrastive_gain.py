@@ -101,17 +101,17 @@ def transfer(folders: dict[str, Path], glyphs: ImageData, args) -> list[dict]:
     if args.random_processor is not None and args.random_processor not in folders:
         raise SystemExit(f"error: --random_processor {args.random_processor} is not one of the evaluated folders "
                          f"({', '.join(folders)}), --random_processor; give one of those names")
-    processor = sizes = None
+    processors, sizes = {}, None
     for name, folder in folders.items():
-        processor, model = AutoImageProcessor.from_pretrained(folder), AutoModel.from_pretrained(folder)
+        processors[name], model = AutoImageProcessor.from_pretrained(folder), AutoModel.from_pretrained(folder)
         sizes = model.config.hidden_sizes
-        rows.append({"features": name, **score(model, processor)})
+        rows.append({"features": name, **score(model, processors[name])})
         print(f"transfer {name:10s} kNN {100 * rows[-1]['knn_accuracy']:.2f}  centred kNN "
               f"{100 * rows[-1]['knn_centred_accuracy']:.2f}  probe {100 * rows[-1]['linear_probe_accuracy']:.2f}", flush=True)
-    if processor is None:
+    if not processors:
         raise SystemExit("--transfer needs pretrained folders: --methods or --pretrained")
     pixels_of = args.random_processor or list(folders)[-1]  # the random inits see the pixels of this processor
-    processor = AutoImageProcessor.from_pretrained(folders[pixels_of])
+    processor = processors[pixels_of]
     print(f"random inits read the letters through the processor of {pixels_of} ({folders[pixels_of]})", flush=True)
     randoms = []
     for seed in args.random_seeds:  # the same pixels through untrained backbones

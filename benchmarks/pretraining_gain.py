@@ -321,6 +321,9 @@ def main() -> None:
     model = args.pretrained or pretrain(args.work_dir, name, args.method, args.pretrain_args, args.minutes)
     out = args.work_dir / f"results_{name}.json"
     merged = earlier_results(out, model)
+    # scratch arms are shared by every model with the same config and tokenizer files (the tokenizers trainer
+    # orders ids differently from run to run, so two pretrainings seldom share them)
+    scratch_tag = f"scratch_{args.method}_{folder_digest(model, weights=False)[:8]}"
     results, probes = {}, {}
     for task in args.tasks:
         if args.probe:
@@ -328,9 +331,7 @@ def main() -> None:
             print(f"{task:8s} frozen probe: pretrained {probes[task]['pretrained']} random {probes[task]['random']}",
                   flush=True)
         for init, lrs in (("pretrained", args.lrs_pretrained), ("scratch", args.lrs_scratch)):
-            # scratch arms are shared by every model with the same config and tokenizer files (the tokenizers
-            # trainer orders ids differently from run to run, so two pretrainings seldom share them)
-            tag = name if init == "pretrained" else f"scratch_{args.method}_{folder_digest(model, weights=False)[:8]}"
+            tag = name if init == "pretrained" else scratch_tag
             runs = {lr: [finetune(model, tasks[task], args.work_dir / "ft" / f"{task}-{tag}-{lr}-{s}", lr, s,
                                   init == "scratch", args) for s in args.seeds] for lr in lrs}
             for lr, r in runs.items():
