@@ -13,8 +13,9 @@ seconds and MB/s of corpus; per run: the time before step 1 and its MB/s, peak R
 and its ``num_proc`` workers, memory-mapped cache pages included) and peak anonymous memory (the same without
 those pages), cache bytes per corpus byte at the cache's peak during training (epoch 0, the epoch in use and
 the next one, drawn ahead; a run deletes the epochs in between). The tokenizer is the recipe's
-(:func:`hfssl.text.tokenizer.corpus_tokenizer`): trained on at most ``--tokenizer_sample_mb`` of text (whole
-documents in runs spread over the corpus, the recipe's ``--tokenizer_train_mb``) and reused from the cache on the cached run.
+(:func:`hfssl.text.tokenizer.corpus_tokenizer`): trained on ``--tokenizer_sample_mb`` of text (the recipe's
+``--tokenizer_train_mb``; unset, its default: a tenth of the text within 16-1,000 MB; whole documents in runs spread
+over the corpus) and reused from the cache on the cached run.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def run_stages(corpus: str, cache: str, num_proc: int, tokenizer_sample_mb: float, max_seq_length: int) -> dict:
+def run_stages(corpus: str, cache: str, num_proc: int, tokenizer_sample_mb: float | None, max_seq_length: int) -> dict:
     """One preparation, in this process: stage -> seconds, plus peak RSS (MB)."""
 
     from hfssl.methods.bert import premask
@@ -148,7 +149,8 @@ def main(argv=None):
     p.add_argument("--work_dir", type=Path, default=Path("/tmp/hfssl_data_scale"))
     p.add_argument("--sizes_mb", type=float, nargs="+", default=[12, 126, 1260])
     p.add_argument("--num_proc", type=int, default=2)
-    p.add_argument("--tokenizer_sample_mb", type=float, default=100.0)
+    p.add_argument("--tokenizer_sample_mb", type=float, default=None,
+                   help="the recipe's --tokenizer_train_mb (default: its default, a tenth of the text in 16-1,000 MB)")
     p.add_argument("--max_seq_length", type=int, default=128)
     p.add_argument("--one", nargs=2, metavar=("CORPUS", "CACHE"), help=argparse.SUPPRESS)  # the child process
     args = p.parse_args(argv)
@@ -165,9 +167,10 @@ def main(argv=None):
         shutil.rmtree(cache, ignore_errors=True)
         for mode in ("cold", "cached"):
             t0 = time.perf_counter()
+            sample = [] if args.tokenizer_sample_mb is None else ["--tokenizer_sample_mb", str(args.tokenizer_sample_mb)]
             proc = subprocess.run([sys.executable, __file__, "--one", str(corpus), str(cache), "--num_proc",
-                                   str(args.num_proc), "--tokenizer_sample_mb", str(args.tokenizer_sample_mb),
-                                   "--max_seq_length", str(args.max_seq_length)], capture_output=True, text=True,
+                                   str(args.num_proc), *sample, "--max_seq_length", str(args.max_seq_length)],
+                                  capture_output=True, text=True,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
             wall = time.perf_counter() - t0
             if proc.returncode != 0:

@@ -227,3 +227,44 @@ def test_file_order_reads_a_shuffled_split_in_the_order_of_the_file():
     assert ordered == sorted(numbers)  # the same documents, in the file's order
     runs = [int(s[0].split()[1][:-1]) for s in train.select(tok.file_order(train)[tok.sample_runs(900, 400)])["sentences"]]
     assert runs == sorted(runs) and len(set(runs)) == 400
+
+
+@pytest.mark.parametrize("flag, total, expected", [
+    (None, 10.0, 10.0),  # a corpus under 16 MB: all of it
+    (None, 126.0, 16.0),  # at least 16 MB
+    (None, 1260.0, 126.0),  # a tenth
+    (None, 20_000.0, 1000.0),  # at most 1,000 MB
+    (0.0, 500.0, 500.0),  # 0: all
+    (50.0, 20.0, 20.0), (50.0, 500.0, 50.0),  # a cap
+])
+def test_sample_megabytes_follows_the_documented_rule(flag, total, expected):
+    from hfssl.text.tokenizer import sample_megabytes
+
+    assert sample_megabytes(flag, total) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("fraction, lo, hi, expected_docs", [(0.25, 1 / 8, 1 / 2, 10), (0.05, 1 / 8, 1 / 2, 5),
+                                                             (0.9, 1 / 8, 1 / 2, 20)])
+def test_corpus_tokenizer_default_sample_is_a_bounded_fraction_of_the_text(tmp_path, monkeypatch, fraction, lo, hi,
+                                                                           expected_docs):
+    from hfssl.text import tokenizer as tok
+    from hfssl.text.corpus import CorpusArgs, load_corpus
+
+    _jsonl_corpus(tmp_path / "c.jsonl", 40)
+    documents, _ = load_corpus(CorpusArgs(corpus=str(tmp_path / "c.jsonl"), cache_dir=str(tmp_path / "cache")))
+    total = tok.text_megabytes(documents)
+    # the rule at this corpus's scale: the fraction, within [lo, hi] of the text
+    monkeypatch.setattr(tok, "AUTO_SAMPLE_FRACTION", fraction)
+    monkeypatch.setattr(tok, "AUTO_SAMPLE_MIN_MB", total * lo)
+    monkeypatch.setattr(tok, "AUTO_SAMPLE_MAX_MB", total * hi)
+    seen, real_train = [], tok.train_wordpiece
+
+    def recording_train(sample, **kw):
+        seen.append(len(sample))
+        return real_train(sample, **kw, show_progress=False)
+
+    monkeypatch.setattr(tok, "train_wordpiece", recording_train)
+    logs = []
+    tok.corpus_tokenizer(tok.TokenizerArgs(vocab_size=500), documents, 64, log=logs.append)
+    assert seen == [expected_docs]  # documents are equal in size, so MB and documents are in proportion
+    assert f"training on {expected_docs} of 40 documents" in logs[0] and "by default" in logs[0]

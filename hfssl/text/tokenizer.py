@@ -41,10 +41,11 @@ class TokenizerArgs:
     lowercase: bool = field(default=True, metadata={"help": "Lowercase and strip accents (BERT uncased); "
                                                             "--no_lowercase for a cased vocabulary."})
     min_frequency: int = field(default=2, metadata={"help": "Minimum count for a merge to enter the vocabulary."})
-    tokenizer_train_mb: float = field(default=1000.0, metadata={
+    tokenizer_train_mb: float | None = field(default=None, metadata={
         "help": "Train the vocabulary on at most this many MB of the training text, whole documents spread evenly "
-                "across the corpus (0: all of it). Preparation of a corpus of many GB otherwise spends most of "
-                "its time here; the vocabulary of 1 GB of text is what large-corpus practice trains on."})
+                "across the corpus (0: all of it). Default: a tenth of the text, at least 16 MB (all of a smaller "
+                "corpus) and at most 1,000 MB, so that the vocabulary costs about a fifth of the preparation; "
+                "docs/results.md measures what larger samples change."})
     model_max_length: int | None = field(default=None, metadata={
         "help": "Maximum sequence length stored with the tokenizer (default: the model's position count for "
                 "recipes/bert_mlm.py, 512 for recipes/train_tokenizer.py)."})
@@ -53,7 +54,7 @@ class TokenizerArgs:
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(f"--vocab_size must be above the {len(SPECIAL_TOKENS)} special tokens "
                              f"({' '.join(SPECIAL_TOKENS)}), got {self.vocab_size}; e.g. 8192")
-        if self.tokenizer_train_mb < 0:
+        if self.tokenizer_train_mb is not None and self.tokenizer_train_mb < 0:
             raise ValueError(f"--tokenizer_train_mb must be 0 (all the text) or positive, got {self.tokenizer_train_mb}")
         if self.min_frequency < 1:
             raise ValueError(f"--min_frequency must be at least 1, got {self.min_frequency}")
@@ -61,6 +62,18 @@ class TokenizerArgs:
             raise ValueError(f"--model_max_length must be at least 2 ([CLS] and [SEP]), got {self.model_max_length}")
         if self.tokenizer_name_or_path is not None and not self.tokenizer_name_or_path.strip():
             raise ValueError("--tokenizer_name_or_path is an empty string; give a tokenizer folder or leave it unset")
+
+
+# --tokenizer_train_mb unset: this fraction of the training text, within these bounds (MB)
+AUTO_SAMPLE_FRACTION, AUTO_SAMPLE_MIN_MB, AUTO_SAMPLE_MAX_MB = 0.1, 16.0, 1000.0
+
+
+def sample_megabytes(train_mb: float | None, total: float) -> float:
+    """How many MB of a ``total``-MB training text the vocabulary is trained on: ``--tokenizer_train_mb`` (0: all),
+    or unset, a tenth of it between 16 and 1,000 MB (never more than there is)."""
+    if train_mb is None:
+        train_mb = min(max(AUTO_SAMPLE_FRACTION * total, AUTO_SAMPLE_MIN_MB), AUTO_SAMPLE_MAX_MB)
+    return total if train_mb == 0 else min(train_mb, total)
 
 
 def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -236,8 +249,8 @@ def spread_sample(documents: datasets.Dataset, n: int) -> np.ndarray:
 
 def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max_length: int,
                      log=print) -> PreTrainedTokenizerBase:
-    """A WordPiece tokenizer for ``documents`` (the training split): trained on at most ``args.tokenizer_train_mb``
-    MB of it (whole documents, :func:`spread_sample`), and kept beside the documents' ``datasets`` cache files, keyed by
+    """A WordPiece tokenizer for ``documents`` (the training split): trained on :func:`sample_megabytes` of it
+    (whole documents, :func:`spread_sample`), and kept beside the documents' ``datasets`` cache files, keyed by
     their fingerprint and the vocabulary settings, so that preparing the same corpus again (another run, another
     process, a resume) loads it instead of training it again. In-memory documents are never cached."""
     settings = {k: getattr(args, k) for k in ("vocab_size", "lowercase", "min_frequency", "tokenizer_train_mb")}
@@ -249,12 +262,14 @@ def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max
             log(f"tokenizer: the vocabulary trained on this corpus before, from {folder}")
             return load_tokenizer(folder, model_max_length)
     sample, total = documents, text_megabytes(documents)
-    if args.tokenizer_train_mb and total > args.tokenizer_train_mb:
-        wanted = max(1, int(len(documents) * args.tokenizer_train_mb / total))
+    wanted_mb = sample_megabytes(args.tokenizer_train_mb, total)
+    if wanted_mb < total:
+        wanted = max(1, int(len(documents) * wanted_mb / total))
         picks = spread_sample(documents, wanted)
         sample, n = documents.select(picks), len(picks)
-        log(f"tokenizer: training on {n:,} of {len(documents):,} documents (about {args.tokenizer_train_mb:g} of "
-            f"{total:,.0f} MB, --tokenizer_train_mb)")
+        how = "" if args.tokenizer_train_mb is not None else "a tenth, 16-1,000 MB by default; "
+        log(f"tokenizer: training on {n:,} of {len(documents):,} documents (about {wanted_mb:,.1f} of "
+            f"{total:,.1f} MB, {how}--tokenizer_train_mb)")
     tokenizer = train_wordpiece(sample, vocab_size=args.vocab_size, lowercase=args.lowercase,
                                 min_frequency=args.min_frequency, model_max_length=model_max_length)
     if folder is not None:
