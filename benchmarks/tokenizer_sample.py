@@ -6,7 +6,8 @@ held-out documents of it.
 
 The corpus is real text with no repeats (BBC articles, Austen chapters, WordNet glosses in groups of 50, as
 ``data_scale.py`` builds its documents); a tenth of the documents (seeded shuffle) is held out, and each vocabulary
-is trained with hfssl's ``train_wordpiece`` on documents taken at even steps through the rest (0: all of it). For
+is trained with hfssl's ``train_wordpiece`` on a sample of the rest chosen as the recipe chooses one (runs of
+documents spread evenly; 0: all of it). For
 each: training seconds, tokens per whitespace word on the held-out documents (what a sequence of fixed length
 holds less of when the vocabulary fits the text worse), its excess over the vocabulary trained on all of the text,
 the ``[UNK]`` rate, and the overlap of the vocabulary with the one trained on all of the text (Jaccard).
@@ -27,17 +28,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from data_scale import source_documents  # noqa: E402
 
-from hfssl.text.tokenizer import train_wordpiece  # noqa: E402
+from hfssl.text.tokenizer import sample_runs, train_wordpiece  # noqa: E402
 
 
-def even_sample(documents: list[str], megabytes: float) -> list[str]:
-    """Documents at even steps through ``documents`` holding about ``megabytes`` MB (0: all)."""
+def corpus_sample(documents: list[str], megabytes: float) -> list[str]:
+    """About ``megabytes`` MB of ``documents`` (0: all), chosen as the recipe chooses its sample:
+    :func:`hfssl.text.tokenizer.sample_runs`, runs of consecutive documents spread evenly over the corpus."""
     total = sum(len(d.encode("utf-8")) for d in documents) / 1e6
     if megabytes <= 0 or megabytes >= total:
         return documents
-    n = max(1, int(len(documents) * megabytes / total))
-    step = len(documents) / n
-    return [documents[int(i * step)] for i in range(n)]
+    return [documents[i] for i in sample_runs(len(documents), max(1, int(len(documents) * megabytes / total)))]
 
 
 def main(argv=None):
@@ -57,7 +57,7 @@ def main(argv=None):
     for vocab_size in args.vocab_sizes:
         results = []
         for mb in sorted(args.sizes_mb, key=lambda m: m if m > 0 else float("inf")):
-            sample = even_sample(pool, mb)
+            sample = corpus_sample(pool, mb)
             t = time.perf_counter()
             tokenizer = train_wordpiece(sample, vocab_size=vocab_size, show_progress=False)
             seconds = time.perf_counter() - t
