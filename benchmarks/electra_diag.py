@@ -1,7 +1,7 @@
 """Diagnostics for ELECTRA's plateau: data exactly as recipes/electra.py builds it, a loop like hfssl.train.fit
 (same AdamW groups, scheduler, step generators), with clipping variants, per-part pre-clip gradient norms, a
 discriminator trained alone against drawn replacements (--disc_only uniform | unigram | dup), and generator
-sharing variants (--tie bottom | all). Arguments it does not know go to the recipe's parser, e.g.
+sharing variants (--tie bottom | all, --gdes). Arguments it does not know go to the recipe's parser, e.g.
 
     python benchmarks/electra_diag.py --clip separate --steps 2000 --eval_every 500 --out /tmp/B.jsonl \
         --corpus /tmp/gain/pretrain_corpus --tokenizer_name_or_path /tmp/gain/electra/tokenizer
@@ -52,6 +52,9 @@ p.add_argument("--out", default=None)
 p.add_argument("--sin", type=float, default=0.0)
 p.add_argument("--qk_std", type=float, default=0.0)
 p.add_argument("--tie", default=None, choices=[None, "all", "bottom"])
+p.add_argument("--gdes", action="store_true",
+               help="DeBERTa-v3's gradient-disentangled embedding sharing: the discriminator reads the shared token "
+                    "table without gradient plus its own zero-initialised residual table")
 a, rest = p.parse_known_args()
 a.recipe_args = rest
 
@@ -93,6 +96,24 @@ if a.qk_std > 0:
         for lin in (mod.attention.self.query, mod.attention.self.key):
             torch.nn.init.normal_(lin.weight, std=a.qk_std)
 assert model.generator.electra.embeddings is model.discriminator.electra.embeddings
+if a.gdes:
+    import torch.nn.functional as F
+
+    shared = model.discriminator.electra.embeddings.word_embeddings
+    model.register_parameter("gdes_delta", torch.nn.Parameter(torch.zeros_like(shared.weight)))
+
+    def forward_discriminator(replaced, attention_mask, token_type_ids, disc_labels):
+        inputs = F.embedding(replaced, shared.weight.detach() + model.gdes_delta)  # (B, T, E)
+        hidden = model.discriminator.electra(inputs_embeds=inputs, attention_mask=attention_mask,
+                                             token_type_ids=token_type_ids, return_dict=True).last_hidden_state
+        logits = model.discriminator.discriminator_predictions(hidden).float()  # (B, T)
+        active = torch.ones_like(disc_labels, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        loss = F.binary_cross_entropy_with_logits(logits[active], disc_labels[active])
+        with torch.no_grad():
+            accuracy = ((logits[active] > 0).float() == disc_labels[active]).float().mean()
+        return loss, accuracy, logits
+
+    model.forward_discriminator = forward_discriminator
 opt = build_optimizer(model, train_args.learning_rate, train_args.weight_decay,
                       (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_epsilon)
 sched = build_scheduler(opt, train_args.lr_scheduler_type, train_args.warmup, train_args.max_steps)
