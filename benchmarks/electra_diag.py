@@ -31,6 +31,7 @@ from hfssl.methods.electra import (
     electra_transform,
     pad_with_noise,
     replace_tokens,
+    replaced_token_loss,
     sample_replacements,
 )
 from hfssl.methods.electra_config import ElectraModelArgs
@@ -107,11 +108,7 @@ if a.gdes:
         hidden = model.discriminator.electra(inputs_embeds=inputs, attention_mask=attention_mask,
                                              token_type_ids=token_type_ids, return_dict=True).last_hidden_state
         logits = model.discriminator.discriminator_predictions(hidden).float()  # (B, T)
-        active = torch.ones_like(disc_labels, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        loss = F.binary_cross_entropy_with_logits(logits[active], disc_labels[active])
-        with torch.no_grad():
-            accuracy = ((logits[active] > 0).float() == disc_labels[active]).float().mean()
-        return loss, accuracy, logits
+        return (*replaced_token_loss(logits, disc_labels, attention_mask), logits)
 
     model.forward_discriminator = forward_discriminator
 opt = build_optimizer(model, train_args.learning_rate, train_args.weight_decay,

@@ -84,6 +84,16 @@ def replace_tokens(input_ids: torch.Tensor, labels: torch.Tensor, samples: torch
     return replaced, is_replaced.float()
 
 
+def replaced_token_loss(logits: torch.Tensor, disc_labels: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(BCE, accuracy) of the discriminator's logits (B, T) against its labels (B, T) over non-padding positions."""
+    active = torch.ones_like(disc_labels, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    loss = F.binary_cross_entropy_with_logits(logits[active], disc_labels[active])
+    with torch.no_grad():
+        accuracy = ((logits[active] > 0).float() == disc_labels[active]).float().mean()
+    return loss, accuracy
+
+
 class ElectraPretrainer(nn.Module):
     """A generator and a discriminator with shared embeddings; ``forward(**batch).loss`` trains both.
 
@@ -130,11 +140,7 @@ class ElectraPretrainer(nn.Module):
         hidden = self.discriminator.electra(replaced, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                             return_dict=True).last_hidden_state  # (B, T, H)
         logits = self.discriminator.discriminator_predictions(hidden).float()  # (B, T)
-        active = torch.ones_like(disc_labels, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        loss = F.binary_cross_entropy_with_logits(logits[active], disc_labels[active])
-        with torch.no_grad():
-            accuracy = ((logits[active] > 0).float() == disc_labels[active]).float().mean()
-        return loss, accuracy, logits
+        return (*replaced_token_loss(logits, disc_labels, attention_mask), logits)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
