@@ -1,4 +1,4 @@
-"""benchmarks/make_glyphs.py: the offline letter set renders with matplotlib's own fonts, balanced, seeded, and
+"""benchmarks/gain/make_glyphs.py: the offline letter set renders with matplotlib's own fonts, balanced, seeded, and
 loads through hfssl's image reader."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks/gain"))
 
 import make_glyphs  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""benchmarks/pretraining_gain.py reuses a fine-tuning run or a pretrained folder only for the same model, data and
+"""benchmarks/gain/pretraining_gain.py reuses a fine-tuning run or a pretrained folder only for the same model, data and
 settings: a stale result of another model is refused with one error line, never read back as this model's."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks/gain"))
 
 import pretraining_gain as gain  # noqa: E402
 

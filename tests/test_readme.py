@@ -69,7 +69,7 @@ def test_readme_recipes_and_configs_exist():
 def test_results_commands_name_existing_scripts():
     text = (ROOT / "docs/results.md").read_text()
     paths = set(re.findall(r"(?:benchmarks|recipes)/[\w/.-]*\w\.(?:py|sh|yaml)", text))
-    assert "benchmarks/pretraining_gain.py" in paths
+    assert "benchmarks/gain/pretraining_gain.py" in paths
     missing = sorted(p for p in paths if not (ROOT / p).is_file())
     assert not missing, f"docs/results.md names files that do not exist: {missing}"
 

@@ -7,7 +7,7 @@ modules, same parameter names, same ``save_pretrained`` folder) but gathers the 
 first and runs the prediction head on those rows only, and its cross-entropy writes the gradient of
 the logits during the forward pass (one fp32 buffer, no separate argmax for the accuracy). The loss
 and the gradients are the same as Hugging Face's (tested to 1e-5); on 2 CPU threads a whole training
-step of BERT-mini is ~2.4-3.1x faster, BERT-tiny ~4.4-5.6x (benchmarks/bert_pretrain.py).
+step of BERT-mini is ~2.4-3.1x faster, BERT-tiny ~4.4-5.6x (benchmarks/speed/bert_pretrain.py).
 
 Paper: Devlin et al. 2019, BERT, https://arxiv.org/abs/1810.04805
 """

@@ -13,8 +13,8 @@ files for the test set (the test letters are drawn in styles never seen in the t
 harder, more honest test); ``--split mixed`` draws both splits from every font. The same ``--seed`` gives
 the same bytes.
 
-    python benchmarks/make_glyphs.py --out /tmp/glyphs.npz                      # 400 / 100 per class
-    python benchmarks/make_glyphs.py --out /tmp/g.npz --train_per_class 20 --test_per_class 5 --seed 1
+    python benchmarks/gain/make_glyphs.py --out /tmp/glyphs.npz                      # 400 / 100 per class
+    python benchmarks/gain/make_glyphs.py --out /tmp/g.npz --train_per_class 20 --test_per_class 5 --seed 1
 """
 
 from __future__ import annotations

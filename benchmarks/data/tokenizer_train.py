@@ -10,8 +10,8 @@ reported, so load from other users of the machine hits both alike. Wall-clock an
 (all threads, this process) are both shown: on a shared machine the CPU figure is the steadier one.
 Target: hfssl cold within 1.3x.
 
-    python benchmarks/tokenizer_train.py                      # ../shared/data/text/austen
-    python benchmarks/tokenizer_train.py --data my_corpus/ --vocab_size 30522
+    python benchmarks/data/tokenizer_train.py                      # ../shared/data/text/austen
+    python benchmarks/data/tokenizer_train.py --data my_corpus/ --vocab_size 30522
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import datasets  # noqa: E402

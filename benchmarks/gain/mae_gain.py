@@ -9,9 +9,9 @@
    same shape, and raw pixels: linear probe (logistic regression) and kNN (cosine, k=20) from the same
    labelled images. Self-supervised features are worth something only above raw pixels and random.
 
-    python benchmarks/mae_gain.py --pretrain_minutes 30 --seeds 0 1 2          # the real budget
-    python benchmarks/mae_gain.py --pretrain_minutes 0.3 --seeds 0 --finetune_epochs 1 --test_images 500
-    python benchmarks/mae_gain.py --data /data/imagenet --preset base --image_size 224 --patch_size 16 \
+    python benchmarks/gain/mae_gain.py --pretrain_minutes 30 --seeds 0 1 2          # the real budget
+    python benchmarks/gain/mae_gain.py --pretrain_minutes 0.3 --seeds 0 --finetune_epochs 1 --test_images 500
+    python benchmarks/gain/mae_gain.py --data /data/imagenet --preset base --image_size 224 --patch_size 16 \
         --batch_size 256 --mixed_precision bf16 --labelled 10000 --test_images 10000   # GPU, ImageNet folders
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from hfssl.methods.mae import MAEArgs, MAEPretrainer, mae_config  # noqa: E402

@@ -13,8 +13,8 @@ same initial weights (shared embeddings in both), same random batches (15 % of t
 Steps of the two are interleaved and the median step time is reported, so load from other users of the
 machine hits both alike.
 
-    python benchmarks/electra_step.py                                  # tiny + small, CPU fp32
-    python benchmarks/electra_step.py --device cuda --dtype bf16 --presets small base --batch_size 128
+    python benchmarks/speed/electra_step.py                                  # tiny + small, CPU fp32
+    python benchmarks/speed/electra_step.py --device cuda --dtype bf16 --presets small base --batch_size 128
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from hfssl.methods.electra import ElectraPretrainer  # noqa: E402
 from hfssl.methods.electra_config import ElectraModelArgs  # noqa: E402

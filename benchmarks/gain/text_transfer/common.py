@@ -5,7 +5,7 @@ import random
 import re
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "text"  # ../shared next to the checkout
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "text"  # ../shared next to the checkout
 OUT = Path(os.environ.get("HFSSL_TRANSFER_TASKS", "/tmp/hfssl_transfer_tasks"))
 # sentence boundary: . ! ? (optionally followed by a closing quote) then space then an upper-case letter / quote
 _SENT = re.compile(r'(?<=[.!?])["\']?\s+(?=["\']?[A-Z])')

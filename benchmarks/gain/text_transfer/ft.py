@@ -1,8 +1,8 @@
 """Fine-tuning harness: a plain user's AutoTokenizer + AutoModelForSequenceClassification + Trainer.
 
-    python ft.py --model runs/nsp0_10k/model --arm pre --tasks bbc_order bbc_next wordnet_swap \
+    python benchmarks/gain/text_transfer/ft.py --model runs/nsp0_10k/model --arm pre --tasks bbc_order bbc_next wordnet_swap \
         --lrs 1e-4 3e-4 1e-3 --seeds 0 1 2 --out results/ft.jsonl [--dropout 0.1] [--pooler keep|reinit|mean]
-    python ft.py --model runs/nsp0_10k/model --probe --out results/probe.jsonl
+    python benchmarks/gain/text_transfer/ft.py --model runs/nsp0_10k/model --probe --out results/probe.jsonl
 
 arm "pre": from_pretrained(model); arm "scratch": from_config(AutoConfig.from_pretrained(model)) (same
 config, same tokenizer, random weights). --dropout X overrides hidden_dropout_prob and

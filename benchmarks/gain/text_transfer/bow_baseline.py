@@ -2,7 +2,8 @@
 
 joint: one TF-IDF vector of text + text_pair; separate: [tfidf(text), tfidf(text_pair)] (sees which
 words are in which segment). Unigrams (the bag of words) and 1-2-grams (for reference).
-    python tasks/bow_baseline.py tasks/data/bbc_order tasks/data/bbc_next tasks/data/wordnet_swap
+    python benchmarks/gain/text_transfer/bow_baseline.py /tmp/hfssl_transfer_tasks/bbc_order /tmp/hfssl_transfer_tasks/bbc_next \
+        /tmp/hfssl_transfer_tasks/wordnet_swap
 """
 import json
 import sys

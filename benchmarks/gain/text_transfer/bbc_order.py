@@ -2,7 +2,7 @@
 
 Both orders contain exactly the same words, so a bag of words over the pair is at chance by construction.
 Articles are split 60/20/20 into train/validation/test (no article in two splits).
-    python tasks/bbc_order.py [--n_train 4000 --n_eval 1000]
+    python benchmarks/gain/text_transfer/bbc_order.py [--n_train 4000 --n_eval 1000]
 """
 import argparse
 import random

@@ -3,7 +3,7 @@
 discriminator trained alone against drawn replacements (--disc_only uniform | unigram | dup), and generator
 sharing variants (--tie bottom | all, --gdes). Arguments it does not know go to the recipe's parser, e.g.
 
-    python benchmarks/electra_diag.py --clip separate --steps 2000 --eval_every 500 --out /tmp/B.jsonl \
+    python benchmarks/diagnostics/electra_diag.py --clip separate --steps 2000 --eval_every 500 --out /tmp/B.jsonl \
         --corpus /tmp/gain/pretrain_corpus --tokenizer_name_or_path /tmp/gain/electra/tokenizer
 
 Results and commands: docs/results.md, "ELECTRA against BERT at equal time".
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from accelerate import Accelerator
 

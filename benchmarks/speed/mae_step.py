@@ -9,13 +9,13 @@ Same ViTMAEConfig, same initial weights, same batch size, same optimiser (AdamW 
 Images/s is measured between optimizer steps after --warmup untimed steps; the data path of each alone
 (loader + augmentation, no model) is measured too, to show whether it could be the bottleneck.
 
-    python benchmarks/mae_step.py                                       # tiny, 32x32, CPU
-    python benchmarks/mae_step.py --preset base --image_size 224 --patch_size 16 --batch_size 256 \\
+    python benchmarks/speed/mae_step.py                                       # tiny, 32x32, CPU
+    python benchmarks/speed/mae_step.py --preset base --image_size 224 --patch_size 16 --batch_size 256 \\
         --mixed_precision bf16 --workers 8 --max_images 20000           # GPU, ViT-B/16
-    python benchmarks/mae_step.py --jpeg_images 20000 --preset base --image_size 224 --patch_size 16 \\
+    python benchmarks/speed/mae_step.py --jpeg_images 20000 --preset base --image_size 224 --patch_size 16 \\
         --batch_size 256 --mixed_precision bf16 --workers 8             # GPU, ViT-B/16 on JPEGs (gpu_mae.sh)
 
-With ``--jpeg_images N`` the images are a folder of N JPEGs of about 500x375 (benchmarks/image_loader.py makes
+With ``--jpeg_images N`` the images are a folder of N JPEGs of about 500x375 (benchmarks/data/image_loader.py makes
 it from scikit-learn's sample photographs): hfssl keeps them encoded and crops in its loader workers, the plain
 side reads them as run_mae.py does (``load_dataset("imagefolder")``, the same per-sample transform).
 """
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
-from step_common import data_rate, png_dataset, sync  # noqa: E402 (benchmarks/step_common.py)
+from step_common import data_rate, png_dataset, sync  # noqa: E402 (benchmarks/speed/step_common.py)
 
 from hfssl.methods.mae import MAEArgs, MAEBatchTransform, MAEPretrainer, mae_config  # noqa: E402
 from hfssl.train import TrainArgs, fit, make_accelerator  # noqa: E402
@@ -42,7 +42,7 @@ from hfssl.vision.data import ImageDataArgs, embedded_folder, load_images  # noq
 from hfssl.vision.loader import collate_images  # noqa: E402
 from hfssl.vision.transforms import AugmentArgs, ImageViews, training_data  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "images" / "fashion-mnist"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "images" / "fashion-mnist"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -166,7 +166,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.jpeg_images:
-        from image_loader import make_folder  # benchmarks/image_loader.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data"))
+        from image_loader import make_folder  # benchmarks/data/image_loader.py
 
         x = Path(args.work_dir) / f"jpegs_{args.jpeg_images}"
         make_folder(x, args.jpeg_images)

@@ -4,8 +4,8 @@ from an image processor or a torchvision pipeline) against the channels-last inp
 and the largest difference between the two sets of features and of stem gradients, relative to their
 largest magnitude (float rounding only: summation order differs between the kernels).
 
-    python benchmarks/channels_last.py                                  # small ResNet, 32 px upsampled to 64
-    python benchmarks/channels_last.py --preset resnet50 --size 224 --batch_size 64 --device cuda
+    python benchmarks/speed/channels_last.py                                  # small ResNet, 32 px upsampled to 64
+    python benchmarks/speed/channels_last.py --preset resnet50 --size 224 --batch_size 64 --device cuda
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from step_common import sync  # noqa: E402

@@ -6,7 +6,7 @@ of great pleasure."); label 1 = a positive statement (a positive gloss affirmed,
 a negative one. Both forms of a gloss are in the same split (glosses split 60 / 20 / 20), so every word, the
 negation included, occurs equally often under both labels: a bag of words (and of word pairs) is at chance by
 construction; the label needs the polarity of the gloss composed with the negation.
-    python tasks/wordnet_negation.py
+    python benchmarks/gain/text_transfer/wordnet_negation.py
 """
 import random
 

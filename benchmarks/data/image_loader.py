@@ -1,6 +1,6 @@
 """hfssl's image loader at ImageNet-like sizes against the plain way (torchvision ImageFolder + transforms.v2).
 
-    python benchmarks/image_loader.py --work_dir /tmp/image_loader --num_images 1000 5000 --workers 1 2 --repeats 3
+    python benchmarks/data/image_loader.py --work_dir /tmp/image_loader --num_images 1000 5000 --workers 1 2 --repeats 3
 
 A folder of JPEGs of about 500x375 (or 375x500), in 10 class folders, is made by cropping and rescaling the two
 photographs that ship inside scikit-learn's wheel (``load_sample_images``; no download). At 224 px:
@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

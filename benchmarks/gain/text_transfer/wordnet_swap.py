@@ -3,7 +3,7 @@
 Each gloss is used once (either intact or corrupted), glosses are split by index, so the model never sees
 both versions. The corrupted gloss has exactly the original multiset of words: unigram bag-of-words is at
 chance by construction. Only the definition part (before the first ';' example) is used, 6-25 words.
-    python tasks/wordnet_swap.py [--n_train 4000 --n_eval 1000]
+    python benchmarks/gain/text_transfer/wordnet_swap.py [--n_train 4000 --n_eval 1000]
 """
 import argparse
 import random

@@ -1,6 +1,6 @@
 """How text preparation scales: every stage of recipes/bert_mlm.py's data path, timed on corpora of growing size.
 
-    python benchmarks/data_scale.py --work_dir /tmp/scale --sizes_mb 12 126 1260 [--num_proc 2]
+    python benchmarks/data/data_scale.py --work_dir /tmp/scale --sizes_mb 12 126 1260 [--num_proc 2]
 
 For each size a corpus is made by repeating real text (../shared/data: BBC articles, Austen, WordNet glosses,
 as jsonl documents; each copy's documents get a copy number so no two are identical), then each size runs
@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BOUNDARY = "epoch 1 opened at its boundary"
 DURING_TRAINING = ("redraw (epoch 1)", BOUNDARY)
 DATA = ROOT.parent / "shared" / "data" / "text"

@@ -12,8 +12,8 @@ Same model class and initial weights, batch size, and the views, heads and optim
 recipes/configs/<method>_tiny.yaml. Images/s is measured between optimizer steps after --warmup untimed
 steps; the data path of each alone (loader + two views, no model) is measured too.
 
-    python benchmarks/contrastive_step.py --method simclr                   # small ResNet, 32x32, CPU
-    python benchmarks/contrastive_step.py --method byol --preset resnet50 --image_size 224 --batch_size 256 \\
+    python benchmarks/speed/contrastive_step.py --method simclr                   # small ResNet, 32x32, CPU
+    python benchmarks/speed/contrastive_step.py --method byol --preset resnet50 --image_size 224 --batch_size 256 \\
         --mixed_precision bf16 --workers 8 --max_images 20000               # GPU, ResNet-50
 """
 
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from step_common import data_rate, png_dataset, sync  # noqa: E402 (benchmarks/step_common.py)
+from step_common import data_rate, png_dataset, sync  # noqa: E402 (benchmarks/speed/step_common.py)
 
 from hfssl.config import parse  # noqa: E402
 from hfssl.ema import cosine_momentum  # noqa: E402

@@ -10,8 +10,8 @@ Documents are the novels' chapters (DEFAULT_SEPARATOR_FOR_DEFAULT_CORPUS), max_s
 tokenizer is trained once beforehand (not timed) unless --tokenizer gives one. "Cold" uses a fresh
 datasets cache; "warm" repeats the same calls, which the cache serves (target < 1 s).
 
-    python benchmarks/nsp_data.py                         # ../shared/data/text/austen, 4.0 MB
-    python benchmarks/nsp_data.py --data corpus/ --tokenizer my_tokenizer/ --num_proc 2
+    python benchmarks/data/nsp_data.py                         # ../shared/data/text/austen, 4.0 MB
+    python benchmarks/data/nsp_data.py --data corpus/ --tokenizer my_tokenizer/ --num_proc 2
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import datasets  # noqa: E402

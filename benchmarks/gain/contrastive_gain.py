@@ -8,7 +8,7 @@
 3. Evaluation (hfssl.vision.probe): weighted cosine kNN (k=20, T=0.07, the 60,000 training features as
    the bank) and a logistic-regression linear probe (L2 picked on a held-out tenth of the training set),
    both scored on the 10,000 test images.
-4. With ``--transfer GLYPHS.npz`` (benchmarks/make_glyphs.py: letters in fonts, a domain no recipe saw):
+4. With ``--transfer GLYPHS.npz`` (benchmarks/gain/make_glyphs.py: letters in fonts, a domain no recipe saw):
    each method's exported folder is read as a user would, ``AutoImageProcessor`` + ``AutoModel``, and the
    processor's pixels of the glyph images (read at their own 28 px, resized by the processor straight to
    the backbone's input size and normalised with the pretraining statistics) go through the plain model
@@ -20,9 +20,9 @@
 The recipes run with their configs' settings: SimCLR's default batch is 128 (docs/results.md); the
 30-minute table there ran SimCLR at 256 (``--recipe_args --per_device_train_batch_size 256 ...``).
 
-    python benchmarks/contrastive_gain.py --threads 2 --methods simclr moco byol --recipe_args --max_steps 800
-    python benchmarks/make_glyphs.py --out /tmp/glyphs.npz
-    python benchmarks/contrastive_gain.py --threads 1 --transfer /tmp/glyphs.npz --transfer_only \
+    python benchmarks/gain/contrastive_gain.py --threads 2 --methods simclr moco byol --recipe_args --max_steps 800
+    python benchmarks/gain/make_glyphs.py --out /tmp/glyphs.npz
+    python benchmarks/gain/contrastive_gain.py --threads 1 --transfer /tmp/glyphs.npz --transfer_only \
         --pretrained simclr=runs/simclr_tiny/model moco=runs/moco_tiny/model byol=runs/byol_tiny/model
 """
 
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from hfssl.vision.backbones import BackboneArgs, build_backbone, features  # noqa: E402
@@ -148,7 +148,7 @@ def main() -> None:
     p.add_argument("--skip_baselines", action="store_true")
     p.add_argument("--small_image_upsample", type=int, default=2, help="must match the recipes' setting")
     p.add_argument("--preset", default="small", help="ResNet preset of the recipes and of the random baseline")
-    p.add_argument("--transfer", type=Path, help="a labelled .npz of another domain (benchmarks/make_glyphs.py)")
+    p.add_argument("--transfer", type=Path, help="a labelled .npz of another domain (benchmarks/gain/make_glyphs.py)")
     p.add_argument("--transfer_image_size", type=int, default=28,
                    help="side the transfer images are read at (their own: make_glyphs.py writes 28); the "
                         "exported processor then resizes them to the backbone's input, as for a user")

@@ -10,8 +10,8 @@ the same initial weights and the same random batches (15 % of the positions carr
 Steps of the two are interleaved and the median step time is reported, so load from other users
 of the machine hits both alike. CPU (default) and CUDA:
 
-    python benchmarks/bert_pretrain.py                                    # tiny + mini, CPU fp32
-    python benchmarks/bert_pretrain.py --device cuda --dtype bf16 --presets base --batch_size 256
+    python benchmarks/speed/bert_pretrain.py                                    # tiny + mini, CPU fp32
+    python benchmarks/speed/bert_pretrain.py --device cuda --dtype bf16 --presets base --batch_size 256
 
 With --device cuda the model FLOPs utilisation is printed too:
     model FLOPs / token = 6 * N_nonembedding + 12 * L * T * H (attention scores and mixing)
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from transformers import BertForPreTraining
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from hfssl.methods.bert import BertPretrainer  # noqa: E402
 from hfssl.methods.bert_config import BertModelArgs, bert_config  # noqa: E402

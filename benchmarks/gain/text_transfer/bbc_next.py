@@ -2,7 +2,7 @@
 of the SAME topic (0)?  Same topic, and the negative is drawn from the same pool of "second sentences",
 so topic words and sentence length carry no label signal; what does is coherence (entity repetition,
 pronouns, discourse connectives). Articles split 60/20/20 (negatives come from the same split).
-    python tasks/bbc_next.py [--n_train 4000 --n_eval 1000]
+    python benchmarks/gain/text_transfer/bbc_next.py [--n_train 4000 --n_eval 1000]
 """
 import argparse
 import random

@@ -2,7 +2,7 @@
 
 Easier, order-sensitive companion of wordnet_swap: same glosses, same split; each gloss used once.
 Unigram bag-of-words is at chance by construction.
-    python tasks/wordnet_shuffle.py [--n_train 4000 --n_eval 1000]
+    python benchmarks/gain/text_transfer/wordnet_shuffle.py [--n_train 4000 --n_eval 1000]
 """
 import argparse
 import random

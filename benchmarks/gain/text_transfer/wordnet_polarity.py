@@ -8,7 +8,7 @@ The lexicon is split at random in two halves: train / validation / test use glos
 are all in the SEEN half; `wordnet_polarity_unseen` has the same train/validation but its test set uses
 glosses whose polar words are all in the HELD-OUT half: only prior knowledge of the words (pretraining)
 can solve it (BoW cannot: never-seen features).
-    python tasks/wordnet_polarity.py
+    python benchmarks/gain/text_transfer/wordnet_polarity.py
 """
 import random
 import re

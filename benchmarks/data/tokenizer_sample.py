@@ -1,8 +1,8 @@
 """How much text a WordPiece vocabulary needs: vocabularies trained on growing samples of one corpus, judged on
 held-out documents of it.
 
-    python benchmarks/tokenizer_sample.py                       # ../shared/data text, 8,192 and 30,522 entries
-    python benchmarks/tokenizer_sample.py --sizes_mb 1 2 4 8 --vocab_sizes 30522
+    python benchmarks/data/tokenizer_sample.py                       # ../shared/data text, 8,192 and 30,522 entries
+    python benchmarks/data/tokenizer_sample.py --sizes_mb 1 2 4 8 --vocab_sizes 30522
 
 The corpus is real text with no repeats (BBC articles, Austen chapters, WordNet glosses in groups of 50, as
 ``data_scale.py`` builds its documents); a tenth of the documents (seeded shuffle) is held out, and each vocabulary
@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks/data"))
 
 from data_scale import source_documents  # noqa: E402
 
