@@ -42,6 +42,9 @@ _METHOD_TEXT = {
     "electra": "replaced token detection, ELECTRA ([Clark et al., 2020](https://arxiv.org/abs/2003.10555)): a small "
     "masked-language-model generator (exported as `generator/`) proposes replacements and the discriminator "
     "(`model/`) learns to detect them",
+    "gpt-clm": "causal language modelling, GPT's next-token prediction "
+    "([Radford et al., 2019](https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf)) "
+    "on rows packed full across documents, an end-of-text token between documents",
     "mae": "masked autoencoding ([He et al., 2021](https://arxiv.org/abs/2111.06377))",
     "simclr": "contrastive learning, SimCLR ([Chen et al., 2020](https://arxiv.org/abs/2002.05709))",
     "moco": "momentum contrast, MoCo ([He et al., 2020](https://arxiv.org/abs/1911.05722); v2 "
@@ -67,6 +70,7 @@ class ModelCardInfo:
     datasets: list[str] | None = None  # Hub dataset ids, only when the data really is on the Hub
     report: str | Path | None = None  # the run's report.png: copied into the folder and shown in the card
     notes: str | None = None  # advice for fine-tuning this checkpoint, shown under Training
+    samples: list[str] | None = None  # generated text (prompt + continuation), shown under Samples
 
 
 def known_secrets(extra: Iterable[str | None] = ()) -> set[str]:
@@ -144,6 +148,15 @@ def _table(d: dict, header: tuple[str, str]) -> str:
 def _default_usage(card: ModelCardInfo) -> str:
     """A snippet that loads the encoder with a fresh task head, text or vision."""
     name = card.model_name
+    if card.pipeline_tag == "text-generation":
+        return (
+            "from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, pipeline\n\n"
+            f'generate = pipeline("text-generation", model="{name}")\n'
+            'print(generate("It is a truth", max_new_tokens=40, do_sample=False)[0]["generated_text"])\n'
+            f'lm = AutoModelForCausalLM.from_pretrained("{name}")  # continue training, e.g. with run_clm.py\n'
+            "# fine-tune: the pretrained model with a new classification head on its last token\n"
+            f'classifier = AutoModelForSequenceClassification.from_pretrained("{name}", num_labels=2)'
+        )
     if card.method.startswith("bert") or card.base_model_type in {"bert", "roberta", "electra", "distilbert"}:
         return (
             "from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer\n\n"
@@ -174,6 +187,10 @@ def render_model_card(card: ModelCardInfo, *, secrets: Iterable[str] = ()) -> st
     )
     how = _METHOD_TEXT.get(card.method, f"`{card.method}`")
     report_section = f"\n{report_markdown(REPORT_NAME)}\n" if card.report else ""
+    if card.samples:  # fenced: generated text is shown as written, never read as markdown
+        fence = "~~~~" if any("```" in s for s in card.samples) else "```"
+        report_section += "\n## Samples\n\nGreedy continuations of fixed prompts by the exported model:\n\n" + \
+            "\n\n".join(f"{fence}text\n{s}\n{fence}" for s in card.samples) + "\n"
     body = f"""
 # {card.model_name}
 

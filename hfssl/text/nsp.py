@@ -237,6 +237,11 @@ def _block_stream(corpus: TokenCorpus, first: int, stop: int, sep_id: int) -> np
     return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
+# public names of the packing pieces hfssl.text.clm reuses for causal-LM rows (eos between documents)
+block_stream = _block_stream
+block_seed = _block_seed
+
+
 def _features(nsp: bool, id_type: str) -> Features:
     features = {"input_ids": List(Value(id_type))}
     if nsp:
