@@ -15,9 +15,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# CPU threads of `make pretrain`: your OMP_NUM_THREADS when it is set, else every core here (`accelerate launch`
+# alone gives a process on a CPU-only machine one thread). `make pretrain THREADS=4` sets it.
+THREADS ?= $(or $(OMP_NUM_THREADS),$(shell nproc 2>/dev/null || echo 1))
+
 # The main job on the embedded corpus; each run writes a new runs/bert_mlm-<time> folder.
 pretrain: $(STAMP)
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		--num_cpu_threads_per_process $(THREADS) \
 		recipes/bert_mlm.py --output_dir runs/bert_mlm-$$(date +%Y%m%d-%H%M%S) $(ARGS)
 
 test: $(STAMP)

@@ -4,15 +4,22 @@ Precedence, lowest first: dataclass defaults < the recipe's config file (or ``--
 command-line flags.
 An unknown key in the YAML file is an error that names the key and the file, so a typo never
 silently falls back to a default.
+
+A recipe that continues from a model folder names a second default, its ``continue_config``: given
+``--model_name_or_path`` and no ``--config``, that file replaces the from-scratch default (whose preset and
+schedule belong to a new model), and the run says which default values it replaced. Values the user set
+(a flag, or their own ``--config``) are never replaced: the folder checks refuse those that contradict it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types as types_mod
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +27,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from hfssl.errors import UserError
+from hfssl.files import read_text_file
 
 T = TypeVar("T")
 
@@ -71,7 +79,15 @@ def load_yaml(path: str | Path, allowed: set[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(read_text_file(path, "config file"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(f"{path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''} "
+                          f"({getattr(err, 'problem', None) or type(err).__name__}); write flat key: value lines") from None
+    if data is None:
+        raise ConfigError(f"{path} holds no settings (the file is empty); write key: value lines, or leave --config "
+                          "out for the recipe's defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
     unknown = sorted(set(data) - allowed)
@@ -83,13 +99,21 @@ def load_yaml(path: str | Path, allowed: set[str]) -> dict[str, Any]:
     return data
 
 
-def parse(*types: type, args: list[str] | None = None, default_config: str | Path | None = None) -> tuple:
+def parse(*types: type, args: list[str] | None = None, default_config: str | Path | None = None,
+          continue_config: str | Path | None = None, keep_from_default: tuple[str, ...] = (),
+          log: Callable[[str], None] | None = None) -> tuple:
     """Parse ``args`` (default ``sys.argv[1:]``) into one instance of each dataclass in ``types``.
 
     Precedence, lowest first: dataclass defaults < the config file < command-line flags. The config file is
     ``--config FILE`` when given, else the recipe's ``default_config`` (its calibrated settings, written out
     in ``recipes/configs/``): a recipe's defaults live in exactly one file, and ``--config`` replaces that
     file rather than layering on it, so what a run used is always one file plus its flags.
+
+    ``continue_config``: the default file when the flags name a ``--model_name_or_path`` and no ``--config``
+    is given (continued pretraining: the from-scratch default's preset and schedule are not the user's
+    choice and give way to the folder); ``keep_from_default`` keys still come from ``default_config`` (e.g. a
+    method-specific recipe's ``method``). ``log`` (default: print on the first process of a machine) gets
+    one line naming each default value so replaced.
     """
     args = list(sys.argv[1:] if args is None else args)
     parser = HfArgumentParser(types)
@@ -98,11 +122,25 @@ def parse(*types: type, args: list[str] | None = None, default_config: str | Pat
     # --config is read before the other flags, because its values become the parser's defaults
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", type=str, default=None)
+    pre.add_argument("--model_name_or_path", type=str, default=None)
     known, _ = pre.parse_known_args(args)
     config_path = known.config if known.config is not None else default_config
+    values: dict[str, Any] = {}
     if config_path is not None:
         values = load_yaml(config_path, _field_names(types))
         check_types(values, types, str(config_path))
+    if known.config is None and continue_config is not None and known.model_name_or_path:
+        scratch = values
+        values = load_yaml(continue_config, _field_names(types))
+        check_types(values, types, str(continue_config))
+        values.update({k: scratch[k] for k in keep_from_default if k in scratch})
+        flags = {a[2:].split("=", 1)[0] for a in args if a.startswith("--")}
+        replaced = replaced_defaults({k: v for k, v in scratch.items() if k not in flags}, values, types)
+        if replaced:
+            (log or _print_once)(
+                f"--model_name_or_path without --config: defaults from {Path(continue_config).name} instead of "
+                f"{Path(str(default_config)).name} (the folder defines the model); replaced: {', '.join(replaced)}")
+    if values:
         parser.set_defaults(**values)
 
     def error(message: str):  # argparse prints usage + message; the contract is one line naming the flag
@@ -122,3 +160,22 @@ def parse(*types: type, args: list[str] | None = None, default_config: str | Pat
         except ValueError as err:  # __post_init__ range checks name the flag
             raise ConfigError(str(err)) from None
     return tuple(out)
+
+
+def replaced_defaults(scratch: dict[str, Any], continued: dict[str, Any], types: tuple[type, ...]) -> list[str]:
+    """``key old -> new`` for every value of the from-scratch default config that the continue config changes
+    (a key it lacks falls back to the dataclass default; a model-shape key such as ``preset`` to the folder's)."""
+    defaults = {f.name: f.default for t in types for f in dataclasses.fields(t)
+                if f.default is not dataclasses.MISSING}
+    out = []
+    for key, old in scratch.items():
+        new = continued.get(key, defaults.get(key))
+        if new != old and key != "output_dir":
+            out.append(f"{key} {old} -> {'the folder' + chr(39) + 's' if new is None else new}")
+    return out
+
+
+def _print_once(message: str) -> None:
+    """Print on the first process of each machine (parsing runs before the Accelerator exists)."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(message, flush=True)

@@ -8,6 +8,7 @@ processes and returns this process's share). MoCo's keys need no gradient:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -74,3 +75,24 @@ def concat_all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(info.world_size)]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_threads_report(device: str, processes: int, local_processes: int, threads: int, cores: int) -> list[str]:
+    """What a run prints about its CPU threads: one line always, and a second when a single process per machine
+    trains on the CPU with one thread of several cores (``accelerate launch`` sets ``OMP_NUM_THREADS=1`` on a
+    CPU-only machine unless told otherwise), naming the flag that changes it."""
+    lines = [f"running on {device}: {processes} process{'es' if processes > 1 else ''}, "
+             f"{threads} CPU thread{'s' if threads > 1 else ''} each, {cores} cores usable"]
+    if device == "cpu" and local_processes == 1 and threads == 1 and cores > 1:
+        lines.append(f"note: training on 1 CPU thread of the {cores} cores here (OMP_NUM_THREADS=1, which "
+                     f"`accelerate launch` sets on a CPU-only machine); launch with `accelerate launch "
+                     f"--num_cpu_threads_per_process {cores}` (or `make pretrain`, which does) to use them all")
+    return lines

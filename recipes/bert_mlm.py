@@ -26,6 +26,8 @@ from hfssl.train import TrainArgs, fit, make_accelerator
 
 # What the recipe runs with no flags: recipes/configs/bert_tiny.yaml (its comments say why each value).
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "bert_tiny.yaml"
+# ... and with --model_name_or_path but no --config (continued pretraining: the folder defines the model).
+CONTINUE_CONFIG = DEFAULT_CONFIG.with_name("bert_continue.yaml")
 MLM_ONLY_NOTE = ("**Fine-tuning note:** pretrained with MLM only, so no loss trained the `[CLS]` state or the "
                  "pooler that `AutoModelForSequenceClassification` classifies from. Search the fine-tuning learning "
                  "rate up to 2e-3 - 3e-3 for a small model (it re-routes `[CLS]`; measured in hfssl's "
@@ -35,7 +37,7 @@ MLM_ONLY_NOTE = ("**Fine-tuning note:** pretrained with MLM only, so no loss tra
 def main(argv=None):
     corpus_args, tok_args, nsp_args, mask_args, model_args, train_args, hub_args, split_args = parse(
         CorpusArgs, TokenizerArgs, NSPArgs, MaskingArgs, BertModelArgs, TrainArgs, HubArgs, EvalSplitArgs,
-        args=argv, default_config=DEFAULT_CONFIG)
+        args=argv, default_config=DEFAULT_CONFIG, continue_config=CONTINUE_CONFIG)
     # Continued pretraining: the folder's config is read and checked before any data work.
     base = folder_config(model_args) if model_args.model_name_or_path else None
     positions = base.max_position_embeddings if base else model_args.positions

@@ -16,6 +16,8 @@ on frozen backbone features, and the same backbone at its random initialisation 
 from dataclasses import asdict
 from pathlib import Path
 
+import yaml
+
 from hfssl.card import ModelCardInfo
 from hfssl.checkpoint import run_settings
 from hfssl.config import parse
@@ -42,12 +44,25 @@ from hfssl.vision.transforms import AugmentArgs, training_data
 from hfssl.vision.views import TwoViews, ViewArgs
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+# The defaults with --model_name_or_path and no --config: SimCLR's paper values for continuing a backbone. A MoCo or
+# BYOL recipe keeps its method and that method's own knobs from its default config.
+CONTINUE_CONFIG = CONFIGS / "contrastive_continue.yaml"
+METHOD_KEYS = ("method", "moco_version", "temperature", "queue_size", "symmetric", "bn_splits", "momentum",
+               "momentum_final", "pred_hidden_dim", "pred_lr_scale")
+
+
+def method_keys(default_config: Path) -> tuple[str, ...]:
+    """The keys a continuation keeps from ``default_config``: its method, and that method's knobs when it is not
+    the continue config's own method."""
+    ours = (yaml.safe_load(Path(default_config).read_text(encoding="utf-8")) or {}).get("method")
+    theirs = (yaml.safe_load(CONTINUE_CONFIG.read_text(encoding="utf-8")) or {}).get("method")
+    return ("method",) if ours == theirs else METHOD_KEYS
 
 
 def main(argv=None, default_config: Path = CONFIGS / "simclr_tiny.yaml") -> dict:
     data_args, crop_args, view_args, bb_args, ssl_args, train_args, hub_args, mon_args = parse(
         ImageDataArgs, AugmentArgs, ViewArgs, BackboneArgs, SSLArgs, TrainArgs, HubArgs, MonitorArgs, args=argv,
-        default_config=default_config)
+        default_config=default_config, continue_config=CONTINUE_CONFIG, keep_from_default=method_keys(default_config))
     method = ssl_args.method
     if train_args.per_device_train_batch_size < 2:  # batch norm statistics; SimCLR / MoCo need negatives too
         raise UserError(f"--per_device_train_batch_size {train_args.per_device_train_batch_size}: {method} needs at "

@@ -53,7 +53,8 @@ class PictureArgs:
 
 def main(argv=None):
     data_args, aug_args, mae_args, train_args, hub_args, pic_args = parse(
-        ImageDataArgs, AugmentArgs, MAEArgs, TrainArgs, HubArgs, PictureArgs, args=argv, default_config=DEFAULT_CONFIG)
+        ImageDataArgs, AugmentArgs, MAEArgs, TrainArgs, HubArgs, PictureArgs, args=argv, default_config=DEFAULT_CONFIG,
+        continue_config=DEFAULT_CONFIG.with_name("mae_continue.yaml"))
     folder = config = None
     if mae_args.model_name_or_path:  # continue from a model: its config and processor, read before any data work
         folder = read_model_folder(mae_args.model_name_or_path, MAE_FOLDER_TYPES, "recipes/mae.py")

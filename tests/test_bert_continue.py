@@ -77,6 +77,38 @@ def test_continue_from_a_folder_keeps_every_weight_it_holds(kind, new_heads, cor
     assert eval_loss and eval_loss[-1]["eval_mlm_loss"] > 0
 
 
+def test_one_flag_continues_and_user_settings_that_contradict_the_folder_are_errors(corpus, tmp_path, capsys):
+    """``--model_name_or_path`` without ``--config`` (the way run_mlm.py is used): the default config's preset and
+    schedule give way to bert_continue.yaml's, and the run names each default it replaced. A preset the user set (a
+    flag, or in their own --config) is still an error."""
+    import yaml
+
+    folder = hub_like_folder(tmp_path / "bert", "pretraining", corpus)
+    out = tmp_path / "run"
+    proc = run_in_process("bert_mlm.py", ["--model_name_or_path", folder, "--corpus", corpus, "--output_dir", out,
+                                          "--max_steps", "1", *SMALL], capsys)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("--model_name_or_path without --config"))
+    scratch = yaml.safe_load((ROOT / "recipes/configs/bert_tiny.yaml").read_text())
+    cont = yaml.safe_load((ROOT / "recipes/configs/bert_continue.yaml").read_text())
+    assert "bert_continue.yaml instead of bert_tiny.yaml" in line
+    assert f"preset {scratch['preset']} -> the folder's" in line and "sinusoidal_positions 0.02 -> 0.0" in line
+    assert f"learning_rate {scratch['learning_rate']} -> {cont['learning_rate']}" in line
+    assert "max_seq_length" not in line and "max_steps" not in line  # set by flags: not the default's to replace
+    config = json.loads((out / "model/config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (32, 2)  # the folder's model, not tiny's
+    assert f"learning_rate | {cont['learning_rate']}" in (out / "model/README.md").read_text()
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((ROOT / "recipes/configs/bert_tiny.yaml").read_text())  # the user's own copy: preset: tiny
+    for i, args in enumerate((["--config", mine], ["--preset", "tiny"])):
+        bad = tmp_path / f"bad{i}"
+        proc = run_in_process("bert_mlm.py", [*args, "--model_name_or_path", folder, "--corpus", corpus,
+                                              "--output_dir", bad, "--max_steps", "1"], capsys)
+        assert_user_error(proc, "--preset tiny conflicts with --model_name_or_path", str(folder))
+        assert not bad.exists()
+
+
 @pytest.mark.slow
 def test_two_phases_short_then_long_sequences(corpus, tmp_path):
     """BERT's schedule: phase 1 at a short length from scratch, phase 2 longer, from phase 1's folder."""

@@ -179,3 +179,37 @@ def test_loaded_backbone_features_are_the_folders_models(kind, tmp_path):
             assert unused == ["pooler.dense.bias", "pooler.dense.weight"]
         torch.testing.assert_close(features(model.eval(), x), expected)
     assert missing == []
+
+
+def test_one_flag_continues_mae_and_moco_keeping_the_recipes_method(images, tmp_path):
+    """``--model_name_or_path`` without ``--config``: the from-scratch default's preset, image size and schedule
+    give way to the continue config's (each replaced default named), a MoCo recipe stays MoCo v3 with its own
+    knobs; a preset the user set that contradicts the folder is still an error."""
+    import yaml
+
+    small = ["--data", images, "--eval_fraction", "0", "--per_device_train_batch_size", "4", "--max_steps", "1",
+             "--save_steps", "0"]
+    log = run("recipes/mae.py", "--model_name_or_path", mae_folder(tmp_path / "mae"), "--output_dir", tmp_path / "a",
+              "--num_pictures", "0", *small)
+    line = next(x for x in log.splitlines() if x.startswith("--model_name_or_path without --config"))
+    assert "mae_continue.yaml instead of mae_tiny.yaml" in line and "preset tiny -> the folder's" in line
+    assert "image_size 32 -> the folder's" in line and "base_learning_rate 0.002 -> 0.00015" in line
+    config = json.loads((tmp_path / "a/model/config.json").read_text())
+    assert (config["hidden_size"], config["patch_size"]) == (32, 8)  # the folder's ViT, not the tiny preset
+
+    folder = resnet_folder(tmp_path / "resnet")
+    log = run("recipes/moco.py", "--model_name_or_path", folder, "--output_dir", tmp_path / "b", "--proj_hidden_dim",
+              "16", "--proj_dim", "8", "--pred_hidden_dim", "16", *small)
+    line = next(x for x in log.splitlines() if x.startswith("--model_name_or_path without --config"))
+    moco = yaml.safe_load((ROOT / "recipes/configs/moco_tiny.yaml").read_text())
+    assert "contrastive_continue.yaml instead of moco_tiny.yaml" in line and "preset small -> the folder's" in line
+    assert "method" not in line and "momentum" not in line and "temperature" not in line  # MoCo's own, kept
+    assert f"model: moco {moco['moco_version']} on a resnet" in log
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes/moco.py"), "--model_name_or_path", str(folder),
+                           "--preset", "resnet18", "--output_dir", str(tmp_path / "c"), *map(str, small)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --preset resnet18 "
+                                                                                     "conflicts with")
+    assert not (tmp_path / "c").exists()
