@@ -221,3 +221,23 @@ def test_bad_inputs_are_one_line_errors(case, corpus, tmp_path, capsys):
     assert_user_error(proc, *culprits)
     if case.startswith(("preset", "seq")):
         assert "corpus:" not in proc.stdout and snapshot(tmp_path) == before  # before any data work
+
+
+@pytest.mark.slow  # two real processes (torchrun, gloo)
+def test_two_processes_train_and_evaluate_as_one(corpus, tmp_path):
+    """With the learning rate at 0 the model stays at its initialisation, so the held-out metrics of two processes
+    (each evaluating half the rows, gathered exactly) equal those of one."""
+    def torchrun(n: int, out: Path) -> dict:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
+               str(29600 + n + os.getpid() % 1000), str(ROOT / "recipes" / GPT), "--corpus", str(corpus),
+               "--output_dir", str(out), *SMALL, "--max_steps", "3", "--learning_rate", "0", "--sample_prompts", "She"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert all(f"[process {i}/{n}] finished 3 optimizer steps" in proc.stdout for i in range(n))
+        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "eval_loss" in x][-1]
+
+    one = torchrun(1, tmp_path / "one")
+    two = torchrun(2, tmp_path / "two")
+    for key in ("eval_loss", "eval_bits_per_byte", "eval_predicted"):
+        assert one[key] == pytest.approx(two[key], rel=1e-9), key
