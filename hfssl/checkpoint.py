@@ -51,17 +51,19 @@ logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 # workers and caches. Every other field of the recipe's settings defines the data or the model's shapes.
 FREE_TO_CHANGE = {"cache_dir", "num_proc", "preprocessing_num_proc", "num_pictures", "knn_k", "knn_bank_size",
                   "linear_probe", "probe_max_images", "base_learning_rate", "collapse_threshold", "finetune_dropout"}
-TRAIN_DEFINING = ("seed", "per_device_train_batch_size", "gradient_accumulation_steps")
+# max_train_minutes: the schedule of a time-budgeted run is laid over its budget, so a resume must repeat it
+TRAIN_DEFINING = ("seed", "per_device_train_batch_size", "gradient_accumulation_steps", "max_train_minutes")
 # Settings added after checkpoints were first written, with the value that reproduces what runs did before them:
 # a checkpoint without the key resumes when the run has that value (image storage before encoded storage existed).
 BEFORE_ADDED = {"storage": "decoded", "max_side": None, "jpeg_quality": 90, "model_name_or_path": None,
-                "tokenizer_train_mb": 1000.0}  # all the text of any corpus run before it (< 1 GB)
+                "tokenizer_train_mb": 1000.0,  # all the text of any corpus run before it (< 1 GB)
+                "max_train_minutes": None}  # runs by steps
 
 
 def run_settings(train_args, *defining) -> dict:
     """The settings a checkpoint stores and a resume must repeat: the data- and shape-defining fields of the
     recipe's argument dataclasses ``defining`` (never Hub arguments: no token is ever stored), plus the
-    seed, batch size and accumulation of ``train_args`` (they fix the data position)."""
+    seed, batch size and accumulation of ``train_args`` (they fix the data position) and its time budget."""
     out = {k: getattr(train_args, k) for k in TRAIN_DEFINING}
     for args in defining:
         out.update({k: v for k, v in dataclasses.asdict(args).items() if k not in FREE_TO_CHANGE})
@@ -135,9 +137,21 @@ def check_settings(saved: dict | None, current: dict, where: Path) -> None:
     saved = {**{k: v for k, v in BEFORE_ADDED.items() if k in current}, **saved}
     keys = sorted(set(saved) | set(current))
     diff = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+    if saved.get("max_train_minutes") != current.get("max_train_minutes"):
+        raise UserError(_budget_changed(saved.get("max_train_minutes"), current.get("max_train_minutes"), where))
     if diff:
         raise UserError(f"--resume: the checkpoint {where} was trained with other settings ({'; '.join(diff)}); "
                         "rerun with the checkpoint's values, or start a new run with another --output_dir")
+
+
+def _budget_changed(saved: float | None, current: float | None, where: Path) -> str:
+    """The message of a resume whose --max_train_minutes differs from the checkpoint's budget."""
+    flag = "no --max_train_minutes" if current is None else f"--max_train_minutes {current:g}"
+    trained = "by steps, without a time budget" if saved is None else f"with --max_train_minutes {saved:g}"
+    again = "without --max_train_minutes" if saved is None else f"with --max_train_minutes {saved:g}"
+    return (f"--resume with {flag}: the checkpoint {where} was trained {trained}, and its learning-rate schedule "
+            f"is laid over that; resume {again} (the time already spent counts against the budget), or start a "
+            "new run with another --output_dir")
 
 
 def load_latest(accelerator: Accelerator, output_dir: str | Path, settings: dict) -> dict:

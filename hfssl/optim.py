@@ -71,3 +71,34 @@ def cosine_momentum(step: int, total_steps: int, base: float = 0.996, final: flo
     """BYOL's EMA momentum schedule: ``final - (final - base) * (cos(pi * step / total) + 1) / 2``."""
     progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def schedule_factor(kind: str, warmup: float, progress: float) -> float:
+    """The multiplier of the peak learning rate at ``progress`` (0 to 1) of a run whose warmup is the fraction
+    ``warmup`` (< 1): the shapes of :func:`build_scheduler` (linear warmup, then linear / cosine decay to zero,
+    or constant), laid over a fraction of the run instead of steps (the time budget's schedule)."""
+    if progress < warmup:
+        return progress / warmup
+    if kind == "constant":
+        return 1.0
+    rest = min((progress - warmup) / (1.0 - warmup), 1.0)
+    return 1.0 - rest if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * rest))
+
+
+class ProgressSchedule:
+    """``LambdaLR``'s multiplier read from ``progress``, the fraction of the run that the loop sets before each
+    ``scheduler.step()``. A plain object, so ``kind``, ``warmup`` and ``progress`` are in the scheduler's
+    ``state_dict`` (LambdaLR saves the ``__dict__`` of callable objects) and come back with a checkpoint."""
+
+    def __init__(self, kind: str, warmup: float):
+        self.kind, self.warmup, self.progress = kind, float(warmup), 0.0
+
+    def __call__(self, _step: int) -> float:
+        return schedule_factor(self.kind, self.warmup, self.progress)
+
+
+def build_progress_scheduler(optimizer, kind: str, warmup: float) -> tuple[torch.optim.lr_scheduler.LambdaLR,
+                                                                             ProgressSchedule]:
+    """The scheduler of a time-budgeted run and the :class:`ProgressSchedule` whose ``progress`` drives it."""
+    schedule = ProgressSchedule(kind, warmup)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), schedule

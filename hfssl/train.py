@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -37,10 +38,13 @@ from hfssl.checkpoint import (
     save_checkpoint,
     start_fresh,
 )
+from hfssl.distributed import cpu_threads_report, usable_cores
 from hfssl.errors import Fault
 from hfssl.logs import MetricsLogger, count_units, scalar_metrics, summarize_running
-from hfssl.optim import build_optimizer, build_scheduler
+from hfssl.optim import build_optimizer, build_progress_scheduler, build_scheduler
 from hfssl.report import write_report
+
+clock = time.monotonic  # the training clock of --max_train_minutes (seconds); tests replace it with a fake one
 
 
 @dataclass
@@ -52,7 +56,12 @@ class TrainArgs:
     resume: bool = field(default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."})
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and masking."})
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; overrides num_epochs when > 0."})
-    num_epochs: float = field(default=1.0, metadata={"help": "Epochs to run when max_steps <= 0."})
+    num_epochs: float = field(default=1.0, metadata={
+        "help": "Epochs to run when max_steps <= 0 and no --max_train_minutes is given."})
+    max_train_minutes: float | None = field(default=None, metadata={
+        "help": "A time budget in minutes of training (evaluation and checkpoints not counted): the learning-rate "
+                "schedule is laid over it instead of steps and the run ends at it, or at --max_steps if that comes "
+                "first (num_epochs is then not used); --warmup must be a fraction of it."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per process."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per process."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
@@ -80,7 +89,7 @@ class TrainArgs:
     def __post_init__(self):
         if self.lr_scheduler_type not in ("linear", "cosine", "constant"):
             raise ValueError(f"--lr_scheduler_type must be linear, cosine or constant, not {self.lr_scheduler_type!r}")
-        if self.max_steps <= 0 and self.num_epochs <= 0:
+        if self.max_steps <= 0 and self.num_epochs <= 0 and self.max_train_minutes is None:
             raise ValueError(f"--max_steps {self.max_steps} and --num_epochs {self.num_epochs}: set max_steps > 0 "
                              "or num_epochs > 0")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
@@ -100,9 +109,21 @@ class TrainArgs:
         for name in ("adam_beta1", "adam_beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.max_train_minutes is not None:
+            self._check_budget()
         if self.resume and self.overwrite_output_dir:
             raise ValueError("--resume continues the run in --output_dir and --overwrite_output_dir starts a new one "
                              "there: pass only one of them")
+
+    def _check_budget(self):
+        minutes = self.max_train_minutes
+        if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
+            raise ValueError(f"--max_train_minutes must be a positive number of minutes, got {minutes}: give the "
+                             "training time budget (e.g. 30), or leave it out to run by --max_steps / --num_epochs")
+        if self.warmup >= 1:  # a step count: whether the budget holds that many steps is unknown before the run
+            raise ValueError(f"--warmup {self.warmup:g} counts optimizer steps, and --max_train_minutes {minutes:g} "
+                             "lays the schedule over time, where a warmup in steps may outlast the budget: give "
+                             "--warmup as a fraction of the budget below 1 (e.g. 0.06 for 6 % of it)")
 
 
 @dataclass
@@ -112,6 +133,58 @@ class FitResult:
     train_metrics: dict[str, float]
     eval_metrics: dict[str, float]
     accelerator: Accelerator
+
+
+class RunLength:
+    """Where a run stands against its end: a step limit (``--max_steps``, else the steps of ``--num_epochs``;
+    with a budget only ``--max_steps``, or none) and, with ``--max_train_minutes``, a budget of training seconds.
+
+    Training seconds are measured by :data:`clock` from the loop's start to each optimizer step's end, without
+    evaluations and checkpoint writes (:meth:`start` restarts the clock after them), and continue the seconds a
+    resumed checkpoint stored. With several processes the main process's count is broadcast at each step, so
+    every process sets the same learning rate and stops at the same step.
+    """
+
+    def __init__(self, args: TrainArgs, steps_per_epoch: int, accelerator: Accelerator):
+        self.budget = None if args.max_train_minutes is None else 60.0 * args.max_train_minutes
+        epochs = math.ceil(args.num_epochs * steps_per_epoch) if self.budget is None else None
+        self.steps = args.max_steps if args.max_steps > 0 else epochs
+        self.accelerator, self.seconds, self.mark = accelerator, 0.0, 0.0
+
+    def start(self) -> None:
+        """(Re)start the clock: at the loop's start and after an evaluation or a checkpoint write."""
+        self.mark = clock()
+
+    def tick(self) -> float:
+        """Add the seconds since the last mark; returns the training seconds so far."""
+        now = clock()
+        self.seconds, self.mark = self.seconds + (now - self.mark), now
+        if self.budget is not None and self.accelerator.num_processes > 1:
+            seconds = torch.tensor([self.seconds], dtype=torch.float64, device=self.accelerator.device)
+            self.seconds = float(broadcast(seconds, from_process=0)[0])
+        return self.seconds
+
+    def progress(self, step: int) -> float:
+        """The fraction of the run done: of the budget, or of --max_steps when that is further along."""
+        done = 0.0 if self.steps is None else step / self.steps
+        if self.budget is not None:
+            done = max(done, self.seconds / self.budget)
+        return min(done, 1.0)
+
+    def finished(self, step: int) -> bool:
+        return (self.steps is not None and step >= self.steps) or \
+            (self.budget is not None and self.seconds >= self.budget)
+
+    def may_reach(self, step: int) -> bool:
+        return self.steps is None or step < self.steps
+
+    def hook_total(self, step: int) -> float:
+        """``total`` for ``on_step_end``: the step limit, or with a budget the projected step count at which the
+        run ends (``step / progress``), so that ``step / total`` follows the clock too (momentum schedules)."""
+        if self.budget is None:
+            return self.steps
+        done = self.progress(step)
+        return step / done if done > 0 else math.inf
 
 
 def step_generator(seed: int, step: int, micro: int, process: int, device="cpu") -> torch.Generator:
@@ -156,6 +229,10 @@ def make_accelerator(args: TrainArgs, settings: dict | None = None) -> Accelerat
         if accelerator.is_main_process and (removed := start_fresh(out)):
             print(f"new run in {out}: removed the earlier run's {', '.join(removed)}")
         accelerator.wait_for_everyone()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    for line in cpu_threads_report(accelerator.device.type, accelerator.num_processes, local, torch.get_num_threads(),
+                                   usable_cores()):
+        accelerator.print(line)
     set_seed(args.seed)
     return accelerator
 
@@ -213,7 +290,8 @@ def fit(
     before_evaluate: Callable | None = None,
     settings: dict | None = None,
 ) -> FitResult:
-    """Train ``model`` (forward returns ``.loss``) for ``args.max_steps`` or ``args.num_epochs``.
+    """Train ``model`` (forward returns ``.loss``) for ``args.max_steps`` or ``args.num_epochs``, or until
+    ``args.max_train_minutes`` of training time (:class:`RunLength`), with a final evaluation at the end.
 
     ``train_data`` is a Dataset, or a function ``epoch -> Dataset`` for data redrawn every epoch (NSP pairs);
     ``draw_ahead(epoch)``, if given, is called on each machine's first process once an epoch's first batch is
@@ -221,7 +299,9 @@ def fit(
     (:meth:`hfssl.text.epochs.InstanceBuilder.draw_ahead`). Epochs after the first are opened by each machine's
     first process before the others, so they read its cache instead of building the same rows at once.
     ``transform(batch, generator)`` runs on each collated batch before forward (e.g. MLM masking).
-    ``on_step_end(model, step, total_steps)`` runs after each optimizer step on the unwrapped model.
+    ``on_step_end(model, step, total_steps)`` runs after each optimizer step on the unwrapped model; with
+    ``--max_train_minutes`` ``total_steps`` is the projected step count of the run (:meth:`RunLength.hook_total`),
+    so ``step / total_steps`` is the run's progress on the clock.
     ``on_evaluate(model, step, metrics)`` runs after each evaluation on every process (e.g. to save
     reconstruction pictures or log extra figures; guard file writes with ``accelerator.is_main_process``).
     ``before_evaluate(model, step)`` runs before each evaluation on every process (e.g. to encode a kNN bank).
@@ -243,8 +323,11 @@ def fit(
     if steps_per_epoch == 0:
         raise ValueError(f"the training data gives no full batch of {batch_size} x {world} processes: "
                          "use more data or a smaller --per_device_train_batch_size")
-    total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_epochs * steps_per_epoch)
-    scheduler = build_scheduler(optimizer, args.lr_scheduler_type, args.warmup, total)
+    length = RunLength(args, steps_per_epoch, accelerator)
+    if length.budget is None:
+        scheduler, schedule = build_scheduler(optimizer, args.lr_scheduler_type, args.warmup, length.steps), None
+    else:  # laid over the fraction of the budget spent (the loop sets schedule.progress before each step)
+        scheduler, schedule = build_progress_scheduler(optimizer, args.lr_scheduler_type, args.warmup)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     eval_loader = None
     if eval_data is not None and eval_step is not None:
@@ -252,9 +335,10 @@ def fit(
                                                       collate_fn, args, shuffle_seed=None))
 
     settings = with_processes(settings, accelerator)
-    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "settings": settings}
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "train_seconds": 0.0, "settings": settings}
     if args.resume:
-        state = {**load_latest(accelerator, out, settings), "settings": settings}
+        state = {"train_seconds": 0.0, **load_latest(accelerator, out, settings), "settings": settings}
+    length.seconds = state["train_seconds"]  # a resumed run counts the time already spent
     if main:
         out.mkdir(parents=True, exist_ok=True)
     accelerator.init_trackers("hfssl", config={k: v for k, v in asdict(args).items() if v is not None})
@@ -274,16 +358,17 @@ def fit(
         accelerator.print(f"step {state['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         return metrics
 
-    progress = tqdm(total=total, initial=state["step"], disable=not main, desc="train", dynamic_ncols=True)
+    progress = tqdm(total=length.steps, initial=state["step"], disable=not main, desc="train", dynamic_ncols=True)
     running, count_tokens, t0 = {}, 0, time.perf_counter()
     train_metrics, eval_metrics = {}, {}
     model.train()
-    while state["step"] < total:
+    length.start()
+    while not length.finished(state["step"]):
         loader = first_loader if state["epoch"] == 0 else loader_for(state["epoch"])
         if state["batches_in_epoch"]:
             loader = accelerator.skip_first_batches(loader, state["batches_in_epoch"])
         ahead = draw_ahead is not None and accelerator.is_local_main_process and \
-            (state["epoch"] + 1) * steps_per_epoch < total
+            length.may_reach((state["epoch"] + 1) * steps_per_epoch)
         for micro, batch in enumerate(loader, start=state["batches_in_epoch"]):
             if ahead:  # the loader's workers (if any) are started: no fork while the builder's thread runs
                 draw_ahead(state["epoch"] + 1)
@@ -301,8 +386,6 @@ def fit(
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
-                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             state["batches_in_epoch"] = micro + 1
             for k, v in scalar_metrics(output).items():
@@ -314,27 +397,40 @@ def fit(
                 continue
             state["step"] += 1
             step = state["step"]
+            state["train_seconds"] = length.tick()
+            if not accelerator.optimizer_step_was_skipped:
+                if schedule is not None:  # the next step's learning rate: the schedule at the time spent
+                    schedule.progress = length.progress(step)
+                scheduler.step()
+            done = length.finished(step)
             if on_step_end is not None:
-                on_step_end(unwrapped, step, total)
+                on_step_end(unwrapped, step, length.hook_total(step))
             progress.update(1)
-            if step % args.logging_steps == 0 or step == total:
+            if length.budget is not None and math.isfinite(projected := length.hook_total(step)):
+                progress.total = max(step, round(projected))
+            if step % args.logging_steps == 0 or done:
                 train_metrics = summarize_running(running, unit, count_tokens, time.perf_counter() - t0, scheduler)
+                if length.budget is not None:
+                    train_metrics["train_minutes"] = state["train_seconds"] / 60
                 logger.log(train_metrics, step)
                 progress.set_postfix({k: f"{v:.3g}" for k, v in train_metrics.items() if k != "lr"})
                 running, count_tokens, t0 = {}, 0, time.perf_counter()
-            if args.eval_steps > 0 and step % args.eval_steps == 0 and step != total:
+            if args.eval_steps > 0 and step % args.eval_steps == 0 and not done:
                 eval_metrics = run_eval()
+                length.start()  # evaluation time is not training time
             if args.save_steps > 0 and step % args.save_steps == 0:
                 save_checkpoint(accelerator, out, state, args.save_total_limit)
                 if main:
                     draw_report(out)
-            if step >= total:
+                length.start()
+            if done:
                 break
         else:
             state["epoch"] += 1
             state["batches_in_epoch"] = 0
     progress.close()
-    print(f"[process {accelerator.process_index}/{world}] finished {state['step']} optimizer steps")
+    spent = f" in {state['train_seconds'] / 60:.1f} training minutes" if length.budget is not None else ""
+    print(f"[process {accelerator.process_index}/{world}] finished {state['step']} optimizer steps{spent}")
     eval_metrics = run_eval() or eval_metrics
     if main:
         draw_report(out)
