@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from transformers import TrainingArguments
 
 from hfssl.errors import UserError, one_line
+from hfssl.files import check_model_folder, check_utf8
 
 _LOADERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _KINDS = ".csv, .tsv, .json, .jsonl or .parquet"
@@ -51,6 +52,8 @@ class ModelArgs:
         local = path.startswith(("/", ".", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path
         if local and not Path(path).expanduser().exists():
             raise UserError(f"--model_name_or_path {path}: folder not found; give a model folder (e.g. {example})")
+        if Path(path).expanduser().is_dir():  # its files, before any data work (weights: headers only)
+            check_model_folder(Path(path).expanduser(), weights=not self.from_scratch)
         return path
 
 
@@ -162,14 +165,20 @@ def load_data_file(path: str | Path) -> datasets.Dataset:
     if kind is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_LOADERS)}")
     kwargs = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (0 bytes); give a file with data rows")
+    if kind != "parquet":  # pyarrow's JSON reader keeps invalid UTF-8 unnoticed, pandas names no file
+        check_utf8(path, "data file", "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
     try:
         ds = datasets.load_dataset(kind, data_files={"data": str(path)}, split="data", **kwargs)
-    except datasets.exceptions.DatasetGenerationError as err:  # a parse error of the file: name it
-        cause = err.__cause__ or err.__context__ or err
+    except (datasets.exceptions.DatasetGenerationError, ValueError, OSError, StopIteration) as err:  # name the file
+        cause = (err.__cause__ or err.__context__ or err) if isinstance(err, datasets.exceptions.DatasetGenerationError) else err
+        if "corresponds to no data" in str(cause) or isinstance(cause, StopIteration):
+            raise DataError(f"{path} holds no rows (only a header, or blank); give a file with data rows") from err
         raise DataError(f"{path}: cannot be read as {kind} ({type(cause).__name__}: {one_line(cause)[:300]}); "
-                        "fix the file") from err
+                        "fix the file (or re-create a truncated one)") from err
     if len(ds) == 0:
-        raise DataError(f"{path} holds no rows; give a file with data")
+        raise DataError(f"{path} holds no rows; give a file with data rows")
     return ds
 
 

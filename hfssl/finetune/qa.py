@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
+from hfssl.files import read_text_file
 from hfssl.finetune.common import MIN_SEQ_LENGTH, DataError, DataFilesArgs, load_data_file, subsample
 from hfssl.finetune.metrics import Squad
 
@@ -73,13 +74,12 @@ def load_squad_file(path) -> datasets.Dataset:
     """A SQuAD-layout file as a Dataset whose rows are all checked (see :func:`check_squad_rows`)."""
     path = Path(path)
     if path.suffix.lower() == ".json" and path.is_file():
-        with open(path, encoding="utf-8") as f:
-            first = f.read(4096).lstrip()[:1]
-        if first == "{":
+        text = read_text_file(path, "data file", "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+        if text.lstrip()[:1] == "{":
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise DataError(f"{path}: not valid JSON ({err}); fix the file") from None
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: not valid JSON ({err}); fix the file (or re-create a truncated one)") from None
             if isinstance(data, dict) and "data" in data:
                 try:
                     rows = _flatten_squad(data)

@@ -11,6 +11,7 @@ from pathlib import Path
 from transformers import BertConfig
 
 from hfssl.errors import UserError
+from hfssl.files import check_model_folder
 
 PRESETS: dict[str, dict[str, int]] = {  # BERT family sizes (Turc et al. 2019, "Well-Read Students")
     "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
@@ -167,6 +168,7 @@ def folder_config(args: BertModelArgs) -> BertConfig:
     if not config_file.is_file():
         raise UserError(f"--model_name_or_path {path}: no config.json there; give a local folder written by "
                         "save_pretrained (hfssl loads models from local folders only)")
+    check_model_folder(path)  # every file it holds: empty, truncated, not safetensors, not UTF-8 (no tensor read)
     try:
         raw = json.loads(config_file.read_text(encoding="utf-8"))
     except ValueError as err:

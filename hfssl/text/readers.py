@@ -27,7 +27,7 @@ _WHOLE_FILE_BYTES = 64 * 2**20  # on disk; larger files are read line by line
 # before the end-of-stream marker was reached"), zlib.error (corrupt deflate data), gzip.BadGzipFile and
 # other OSErrors, pyarrow's errors for a broken .parquet / Arrow file, a JSONDecodeError for a
 # save_to_disk folder whose metadata is damaged.
-READ_ERRORS = (EOFError, OSError, zlib.error, pa.ArrowException, json.JSONDecodeError)
+READ_ERRORS = (EOFError, OSError, zlib.error, pa.ArrowException, json.JSONDecodeError, UnicodeDecodeError)
 
 
 def unreadable(path: str, err: BaseException) -> UserError:
@@ -48,6 +48,9 @@ def check_text_file(path: str) -> None:
             head = f.read(8192)
     except READ_ERRORS as e:
         raise unreadable(path, e) from None
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UserError(f"{path} is UTF-16 text; hfssl reads UTF-8: convert it (iconv -f utf-16 -t utf-8) or remove "
+                        "it from --corpus")
     if b"\x00" in head:
         raise UserError(f"{path} looks like a binary file (NUL bytes in its first 8 KB); hfssl reads UTF-8 "
                         f"text ({', '.join(TEXT_SUFFIXES)}), .parquet and save_to_disk folders: remove it from "
@@ -162,13 +165,17 @@ def generate_documents(files: list, text_field: str, separator: str | None, sent
     errors that already name it (bad JSON, a missing field) pass through unchanged."""
     for path, _size, _mtime in files:
         rows = _file_documents(path, text_field, separator, sentence_per_line)
+        found = False
         while True:
             try:
                 text, replaced = next(rows)
             except StopIteration:
+                if not found:  # an empty .jsonl / .parquet: one empty document, so "no text found" names it
+                    yield {"text": "", "source": path, "replaced": False}
                 break
             except UserError:
                 raise
             except READ_ERRORS as e:
                 raise unreadable(path, e) from e
+            found = True
             yield {"text": text, "source": path, "replaced": replaced}

@@ -24,7 +24,8 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 
-from hfssl.errors import UserError
+from hfssl.errors import UserError, one_line
+from hfssl.files import check_model_folder
 from hfssl.hub import publish_folder
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
@@ -199,8 +200,15 @@ def load_tokenizer(folder: str | Path, model_max_length: int | None = None) -> P
     if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
         raise UserError(f"{folder} holds no tokenizer (no tokenizer.json, tokenizer_config.json or vocab.txt), "
                         "--tokenizer_name_or_path; train one with recipes/train_tokenizer.py")
+    check_model_folder(folder, "tokenizer folder", weights=False)  # empty, cut, not JSON, not UTF-8: named
     kwargs = {} if model_max_length is None else {"model_max_length": model_max_length}
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+    except Exception as err:
+        if type(err) is not Exception and not isinstance(err, (OSError, ValueError)):
+            raise  # a bug, not the folder (the tokenizers library raises a bare Exception for a bad file)
+        raise UserError(f"tokenizer folder {folder} cannot be loaded ({type(err).__name__}: {one_line(err)[:200]}); "
+                        "re-create it (recipes/train_tokenizer.py) or copy it again") from err
     if tokenizer.model_max_length > 1_000_000:
         raise UserError(f"{folder}: model_max_length is unset ({tokenizer.model_max_length}); "
                         "pass model_max_length")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +42,24 @@ def to_uint8(arr: np.ndarray, scale: float | None = None) -> np.ndarray:
 def read_idx(path: str | Path) -> np.ndarray:
     """An IDX file (MNIST / Fashion-MNIST format, optionally .gz) -> uint8 array of its declared shape."""
     path = Path(path)
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:  # noqa: SIM115
-        data = f.read()
+    fix = "re-download it (or remove it from the folder)"
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:  # noqa: SIM115
+            data = f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:  # a cut or damaged .gz
+        raise ValueError(f"{path}: cannot be read ({type(err).__name__}: {err}); the file is truncated or "
+                         f"damaged: {fix}") from None
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-        raise ValueError(f"{path}: not a uint8 IDX file (bad magic number {data[:4].hex()})")
+        what = "is empty" if not data else f"is not a uint8 IDX file (bad magic number {data[:4].hex()})"
+        raise ValueError(f"{path} {what}; {fix}")
     dims = data[3]
+    if len(data) < 4 + 4 * dims:
+        raise ValueError(f"{path}: cut short inside its header (truncated); {fix}")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=dims, offset=4))
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * dims)
     if body.size != math.prod(shape):
-        raise ValueError(f"{path}: header says {shape} ({math.prod(shape)} bytes) but the file has {body.size}")
+        raise ValueError(f"{path}: header says {shape} ({math.prod(shape)} bytes) but the file has {body.size} "
+                         f"(truncated?); {fix}")
     return body.reshape(shape)
 
 

@@ -18,15 +18,19 @@ file that only fails when decoded whole during training is counted and named at 
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from PIL import Image, ImageOps
 
+from hfssl.files import looks_like
 from hfssl.vision.arrays import arrays_to_pixels, idx_splits
 from hfssl.vision.encoded import SMALL_IMAGE, encode_batch, to_rgb
 from hfssl.vision.loader import (
@@ -271,26 +275,47 @@ def embedded_folder() -> Path:
     return folder
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz file, read now (a member of a cut archive fails only when read); a damaged file or
+    one holding pickled objects (never loaded) is an error naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+        with open(path, "rb") as f:
+            kind = looks_like(f.read(64))
+        why = ("it is empty" if path.stat().st_size == 0 else "it holds pickled objects, which hfssl never loads"
+               if "pickle" in kind or "pickled" in str(err) and not kind else "the zip archive is cut short or damaged"
+               if kind.startswith("a zip") else f"it looks like {kind}" if kind
+               else f"{type(err).__name__}: {' '.join(str(err).split())[:150]}")
+        raise ValueError(f"{path}: not a readable .npz archive of arrays ({why}); the file is truncated, damaged "
+                         "or of another format: re-create it with numpy.savez") from None
+
+
 def _read(path: str | None, args: ImageDataArgs, size: int) -> tuple[dict, list[str] | None, list, str]:
     """One source -> ({split: Dataset}, label names, skipped files, storage). Arrays and IDX files are decoded."""
     p = embedded_folder() if path is None else Path(path).expanduser().absolute()
     if not p.exists():
         raise FileNotFoundError(f"image data not found: {p}")
     if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            if "x" not in z:
-                raise ValueError(f"{p}: expected an array 'x' of images (and optionally 'y', 'x_test', 'y_test', "
-                                 f"'label_names'); found {sorted(z.files)}")
-            names = [str(n) for n in z["label_names"]] if "label_names" in z else None
-            pairs = {"train": (z["x"], z.get("y")), **({"test": (z["x_test"], z.get("y_test"))} if "x_test" in z else {})}
-            out = {s: _array_dataset(x, y, names, size, f"{p}[{s}]") for s, (x, y) in pairs.items()}
+        z = _read_npz(p)
+        if "x" not in z:
+            raise ValueError(f"{p}: expected an array 'x' of images (and optionally 'y', 'x_test', 'y_test', "
+                             f"'label_names'); found {sorted(z)}")
+        names = [str(n) for n in z["label_names"]] if "label_names" in z else None
+        pairs = {"train": (z["x"], z.get("y")), **({"test": (z["x_test"], z.get("y_test"))} if "x_test" in z else {})}
+        out = {s: _array_dataset(x, y, names, size, f"{p}[{s}]") for s, (x, y) in pairs.items()}
         return {s: ds for s, (ds, _) in out.items()}, out["train"][1], [], "decoded"
     if "idx3-ubyte" in p.name or (p.is_dir() and any(p.glob("*images-idx3-ubyte*"))):
         names = FASHION_MNIST_LABELS if path is None else None
         out = {s: _array_dataset(x, y, names, size, str(p)) for s, (x, y) in idx_splits(p).items()}
         return {s: ds for s, (ds, _) in out.items()}, next(iter(out.values()))[1], [], "decoded"
     if p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file()):
-        raw = datasets.load_from_disk(str(p))
+        try:
+            raw = datasets.load_from_disk(str(p))
+        except (OSError, ValueError, pa.ArrowException) as err:  # a damaged or cut .arrow / .json file
+            raise ValueError(f"{p}: the save_to_disk folder cannot be read ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:200]}); re-create it with save_to_disk or copy it again") from None
     elif p.is_dir():
         try:
             raw = datasets.load_dataset("imagefolder", data_dir=str(p), cache_dir=args.cache_dir)

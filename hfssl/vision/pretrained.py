@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfssl.errors import UserError
+from hfssl.files import check_model_folder
 
 
 @dataclass
@@ -65,6 +66,7 @@ def read_model_folder(path: str | Path, expected: dict[str, str], recipe: str) -
     if not (folder / "config.json").is_file():
         raise UserError(f"--model_name_or_path {folder}: no config.json there; give a local folder written by "
                         "save_pretrained")
+    check_model_folder(folder)  # every file it holds: empty, truncated, not safetensors, not UTF-8 (no tensor read)
     config = _read_json(folder / "config.json", folder)
     model_type = config.get("model_type")
     if model_type not in expected:
