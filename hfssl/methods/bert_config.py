@@ -179,7 +179,7 @@ def folder_config(args: BertModelArgs) -> BertConfig:
     shape = f"{raw.get('num_hidden_layers')} layers x {raw.get('hidden_size')}"
     if args.preset is not None:
         raise UserError(f"--preset {args.preset} conflicts with --model_name_or_path {path} ({shape}): the folder "
-                        "defines the model; leave preset unset (e.g. --config recipes/configs/bert_continue.yaml)")
+                        "defines the model; drop --preset (the flag, or preset: in your --config)")
     if args.config_overrides:
         raise UserError(f"--config_overrides {args.config_overrides!r} conflicts with --model_name_or_path {path}: "
                         "the folder's config defines the model; leave it unset")

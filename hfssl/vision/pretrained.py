@@ -93,6 +93,6 @@ def check_preset(flag_value: str | None, presets: dict[str, object], shapes: obj
     if flag_value is None or presets.get(flag_value) == shapes:
         return
     match = same_shapes_preset(presets, shapes)
-    fix = f"set --preset {match}" if match else "leave preset unset (preset: null in the config)"
+    fix = f"set --preset {match}" if match else "drop --preset (the flag, or preset: in your --config)"
     raise UserError(f"--preset {flag_value} conflicts with --model_name_or_path {folder.path} ({describe}): the "
                     f"folder defines the model; {fix}")
