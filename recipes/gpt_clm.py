@@ -24,12 +24,14 @@ from hfssl.train import TrainArgs, fit, make_accelerator
 
 # What the recipe runs with no flags: recipes/configs/gpt_tiny.yaml.
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "gpt_tiny.yaml"
+# ... and with --model_name_or_path but no --config (continued pretraining: the folder defines the model).
+CONTINUE_CONFIG = DEFAULT_CONFIG.with_name("gpt_continue.yaml")
 
 
 def main(argv=None):
     corpus_args, tok_args, clm_args, model_args, sample_args, train_args, hub_args, split_args = parse(
         CorpusArgs, BPEArgs, CLMArgs, GPTModelArgs, SampleArgs, TrainArgs, HubArgs, EvalSplitArgs,
-        args=argv, default_config=DEFAULT_CONFIG)
+        args=argv, default_config=DEFAULT_CONFIG, continue_config=CONTINUE_CONFIG)
     # Continued pretraining: the folder's config is read and checked before any data work.
     base = folder_config(model_args) if model_args.model_name_or_path else None
     positions = base.max_position_embeddings if base else model_args.positions

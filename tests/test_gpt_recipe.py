@@ -169,6 +169,10 @@ def test_continue_from_a_folder(trained, corpus, tmp_path):
                "--max_steps", 2, "--vocab_size", 300)  # the folder's tokenizer wins over a vocabulary setting
     assert "initialised (not in the folder): none" in proc.stdout
     assert json.loads((out / "model/config.json").read_text())["vocab_size"] == 600
+    # one flag, no --config: gpt_continue.yaml's defaults replace the from-scratch ones, each replaced one named
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("--model_name_or_path without --config"))
+    assert "gpt_continue.yaml instead of gpt_tiny.yaml" in line and "learning_rate 0.001 -> 0.0001" in line
+    assert "dropout 0.0 -> the folder's" in line and "vocab_size" not in line  # vocab_size was a flag here
 
 
 @pytest.mark.slow  # ~15 s; the fast suite trains the Llama variant in tests/test_gpt.py
