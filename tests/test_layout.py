@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hfssl"
 # lowest first; a module may import its own layer or a lower one
-LAYERS = {"core": 0, "text": 1, "vision": 1, "methods": 2, "finetune": 3}
+LAYERS = {"core": 0, "text": 1, "vision": 1, "multimodal": 1, "methods": 2, "finetune": 3}
 
 
 def layer_of(module: str) -> int:

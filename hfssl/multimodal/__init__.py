@@ -1,0 +1,1 @@
+"""Image-text pairs for CLIP-style pretraining: the procedural shapes set, captioned Fashion-MNIST, the user's own pairs."""
