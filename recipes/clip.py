@@ -6,12 +6,13 @@ With no arguments (recipes/configs/clip_tiny.yaml): tiny ViT + BERT towers on th
 held-out pictures show colour-shape combinations never seen in training. ``--data fashion_mnist`` captions the
 embedded Fashion-MNIST subset by prompt templates; ``--data PATH`` reads your own pairs. Every evaluation reports
 image->text and text->image recall@1/5/10 and median rank over all held-out pairs, and zero-shot accuracy when the
-held-out pictures have labels. Sections: args -> folder checks -> Accelerator -> pairs (main process first) ->
-tokenizer -> dual encoder -> fit -> OUTPUT/model (VisionTextDualEncoderModel + processor + model card), which
-AutoModel, AutoProcessor and pipeline("zero-shot-image-classification") load as it is.
+held-out pictures have labels, and draws OUTPUT/retrievals/step-N.png (fixed held-out captions and the images
+they retrieve). Rows that cannot be used (no image or caption, a missing or unreadable image, an empty caption) are
+skipped, counted and named (all in OUTPUT/skipped_pairs.tsv). Sections: args -> tower checks -> Accelerator ->
+pairs (main process first) -> tokenizer -> dual encoder -> fit -> OUTPUT/model (VisionTextDualEncoderModel +
+processor + model card), which AutoModel, AutoProcessor and pipeline("zero-shot-image-classification") load as it is.
 """
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,48 +25,25 @@ from hfssl.errors import UserError, run_cli
 from hfssl.hub import HubArgs, push_if_requested, save_model_folder
 from hfssl.methods.clip import (
     TEXT_POSITIONS,
-    VISION_TYPES,
     CLIPArgs,
     CLIPPretrainer,
     build_dual_encoder,
-    folder_type,
+    check_towers,
 )
-from hfssl.methods.clip_eval import CLIPEvaluator
-from hfssl.multimodal.pairs import PairCollator, PairDataArgs, load_pairs, tokenize_pairs
+from hfssl.methods.clip_eval import CLIPEvaluator, RetrievalPictures
+from hfssl.multimodal.pairs import (
+    SKIPPED_FILE,
+    PairCollator,
+    PairDataArgs,
+    load_pairs,
+    tokenize_pairs,
+    write_skipped,
+)
 from hfssl.multimodal.vocab import caption_tokenizer
-from hfssl.text.tokenizer import load_tokenizer
 from hfssl.train import TrainArgs, fit, make_accelerator
 from hfssl.vision.export import vit_image_processor
-from hfssl.vision.pretrained import read_model_folder
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "clip_tiny.yaml"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
-
-
-def check_folders(data_args: PairDataArgs, clip_args: CLIPArgs):
-    """Before any data work: the tower folders' types, the text folder's tokenizer and positions, the image size.
-    Returns the vision folder's processor settings (or None)."""
-    vision = None
-    if clip_args.vision_model_name_or_path:
-        kind = folder_type(clip_args.vision_model_name_or_path, "--vision_model_name_or_path", VISION_TYPES)
-        vision = read_model_folder(clip_args.vision_model_name_or_path, {kind: kind}, "recipes/clip.py")
-        own = vision.config.get("image_size")
-        if data_args.image_size not in (None, own):
-            raise UserError(f"--image_size {data_args.image_size} differs from the {own} of the image tower in "
-                            f"--vision_model_name_or_path {vision.path} (its position table); leave image_size unset")
-        data_args.image_size = own
-    if clip_args.text_model_name_or_path:
-        folder = Path(clip_args.text_model_name_or_path).expanduser()
-        folder_type(str(folder), "--text_model_name_or_path", {"bert": None})
-        if not any((folder / n).is_file() for n in TOKENIZER_FILES):
-            raise UserError(f"--text_model_name_or_path {folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)} "
-                            "missing); give the OUTPUT/model folder of recipes/bert_mlm.py, which carries its tokenizer")
-        limit = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings", 0)
-        if data_args.max_text_length > limit:
-            raise UserError(f"--max_text_length {data_args.max_text_length} is longer than the {limit} positions of "
-                            f"--text_model_name_or_path {folder}; lower it")
-    data_args.image_size = data_args.image_size or 32
-    return vision
 
 
 def main(argv=None) -> dict:
@@ -74,7 +52,7 @@ def main(argv=None) -> dict:
     if train_args.per_device_train_batch_size < 2:
         raise UserError(f"--per_device_train_batch_size {train_args.per_device_train_batch_size}: a contrastive batch "
                         "of one pair has no negatives; set it to 2 or more")
-    vision = check_folders(data_args, clip_args)
+    vision, text_tokenizer = check_towers(data_args, clip_args)  # before any data work
     settings = run_settings(train_args, data_args, clip_args)
     accelerator = make_accelerator(train_args, settings)
     out = Path(train_args.output_dir)
@@ -84,9 +62,10 @@ def main(argv=None) -> dict:
     if vision is not None and vision.mean is not None:  # a pretrained tower sees pixels as it was trained on
         pairs.mean, pairs.std = vision.mean, vision.std
     accelerator.print(pairs.description)
-    if clip_args.text_model_name_or_path:
-        tokenizer = load_tokenizer(clip_args.text_model_name_or_path)
-    else:  # deterministic: every process and a resume build the same ids from the same captions
+    if pairs.skipped and accelerator.is_main_process:
+        write_skipped(pairs.skipped, out / SKIPPED_FILE)
+    tokenizer = text_tokenizer
+    if tokenizer is None:  # deterministic: every process and a resume build the same ids from the same captions
         tokenizer = caption_tokenizer(pairs.train["caption"], vocab_size=data_args.vocab_size,
                                       model_max_length=TEXT_POSITIONS)
     train = tokenize_pairs(pairs.train, tokenizer, data_args.max_text_length)
@@ -100,9 +79,10 @@ def main(argv=None) -> dict:
     collate = PairCollator(pairs.mean, pairs.std, tokenizer.pad_token_id, pairs.image_size)
     evaluator = None
     if held_out is not None:
+        pictures = RetrievalPictures(accelerator, held_out["pixel_values"], held_out["caption"], out)
         evaluator = CLIPEvaluator(held_out, collate, tokenizer, train_args.per_device_eval_batch_size,
                                   label_names=pairs.label_names, templates=data_args.zero_shot_templates,
-                                  retrieval=pairs.retrieval, max_length=data_args.max_text_length)
+                                  retrieval=pairs.retrieval, max_length=data_args.max_text_length, pictures=pictures)
     hooks = {} if evaluator is None else {"eval_data": held_out, "eval_step": evaluator.eval_step,
                                           "eval_summary": evaluator.eval_summary,
                                           "before_evaluate": evaluator.before_evaluate}
@@ -110,6 +90,8 @@ def main(argv=None) -> dict:
                  on_step_end=lambda m, step, total: m.step_end(step, total), settings=settings, **hooks)
 
     metrics = {**result.eval_metrics, "steps": result.step}
+    if pairs.skipped:
+        metrics["pairs_skipped"] = len(pairs.skipped)
     if accelerator.is_main_process:
         processor = VisionTextDualEncoderProcessor(image_processor=vit_image_processor(pairs.image_size, pairs.mean,
                                                                                         pairs.std), tokenizer=tokenizer)

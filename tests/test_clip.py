@@ -1,6 +1,7 @@
 """CLIP building blocks against independent references: the loss against a brute-force symmetric cross-entropy
 and transformers' own CLIP loss, the ranking against a sort, zero-shot against a hand computation, the towers
-against the folders they come from, the compositional split against its definition, and bad pairs files."""
+against the folders they come from, the compositional split against its definition, bad rows (skipped, counted,
+named) and the retrieval picture's choice of images against a brute-force ranking."""
 
 from __future__ import annotations
 
@@ -32,8 +33,16 @@ from hfssl.methods.clip import (
     build_dual_encoder,
     clip_loss,
 )
-from hfssl.methods.clip_eval import retrieval_metrics, true_ranks, zero_shot_accuracy, zero_shot_classifier
-from hfssl.multimodal.pairs import PairDataArgs, read_pairs
+from hfssl.methods.clip_eval import (
+    RetrievalPictures,
+    query_rows,
+    retrieval_metrics,
+    top_k_images,
+    true_ranks,
+    zero_shot_accuracy,
+    zero_shot_classifier,
+)
+from hfssl.multimodal.pairs import PairDataArgs, load_pairs, read_pairs, write_skipped
 from hfssl.multimodal.shapes import COLOURS, SHAPES, held_out_pairs, make_shapes
 from hfssl.multimodal.vocab import caption_tokenizer
 
@@ -210,21 +219,72 @@ def write_image(path, colour):
     Image.new("RGB", (10, 12), colour).save(path)
 
 
-def test_captions_file_pairs_and_bad_rows(tmp_path):
+def test_captions_file_pairs_and_bad_rows_skipped_counted_and_named(tmp_path):
     write_image(tmp_path / "a.png", (255, 0, 0))
     write_image(tmp_path / "b.png", (0, 0, 255))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not a picture" * 10)
     (tmp_path / "captions.jsonl").write_text(json.dumps({"image": "a.png", "caption": "a red thing"}) + "\n"
                                              + json.dumps({"image": "b.png", "caption": "a blue thing"}) + "\n")
-    data = read_pairs(str(tmp_path), PairDataArgs(), 8, "--data")
-    assert data["caption"] == ["a red thing", "a blue thing"]
+    data, skipped = read_pairs(str(tmp_path), PairDataArgs(), 8, "--data")
+    assert data["caption"] == ["a red thing", "a blue thing"] and skipped == []
     first = np.frombuffer(data[0]["pixel_values"], np.uint8).reshape(3, 8, 8)
     assert first[0].min() == 255 and first[2].max() == 0
-    (tmp_path / "bad.csv").write_text("image,caption\na.png,fine\nmissing.png,gone\n")
-    with pytest.raises(UserError, match=r"bad.csv line 3 names the image missing.png, which does not exist"):
-        read_pairs(str(tmp_path / "bad.csv"), PairDataArgs(), 8, "--data")
-    (tmp_path / "empty.csv").write_text("image,caption\na.png,fine\nb.png,  \n")
-    with pytest.raises(UserError, match=r"empty.csv line 3: the caption is empty"):
-        read_pairs(str(tmp_path / "empty.csv"), PairDataArgs(), 8, "--data")
+    # every kind of bad row is skipped and named by file:line; the good rows are kept, in order
+    (tmp_path / "bad.csv").write_text("image,caption\na.png,fine\nmissing.png,gone\nb.png,  \n,no image\n"
+                                      "broken.png,broken\nb.png,also fine\n")
+    data, skipped = read_pairs(str(tmp_path / "bad.csv"), PairDataArgs(), 8, "--data")
+    assert data["caption"] == ["fine", "also fine"]
+    bad = str(tmp_path / "bad.csv")
+    assert [w for w, _ in skipped] == [f"{bad}:3", f"{bad}:4", f"{bad}:5", f"{bad}:6"]
+    whys = [y for _, y in skipped]
+    assert "missing.png does not exist" in whys[0] and whys[1] == "empty caption" and whys[2] == "no image named"
+    assert whys[3].startswith("image broken.png cannot be decoded")
+    (tmp_path / "rows.jsonl").write_text('{"image": "a.png", "caption": "red"}\n{"image": "a.png"}\n'
+                                         '{"image": "b.png", "caption": 7}\n{"caption": "no image"}\n')
+    data, skipped = read_pairs(str(tmp_path / "rows.jsonl"), PairDataArgs(), 8, "--data")
+    assert data["caption"] == ["red"]
+    assert skipped == [(f"{tmp_path / 'rows.jsonl'}:2", "no 'caption'"),
+                       (f"{tmp_path / 'rows.jsonl'}:3", "the caption is a int, not text"),
+                       (f"{tmp_path / 'rows.jsonl'}:4", "no image named")]
+    # nothing usable left: an error naming the file; a column no row has: an error naming the flag
+    (tmp_path / "none.csv").write_text("image,caption\nmissing.png,gone\na.png,\n")
+    with pytest.raises(UserError, match=r"none.csv holds no usable pairs: all 2 rows were skipped"):
+        read_pairs(str(tmp_path / "none.csv"), PairDataArgs(), 8, "--data")
+    (tmp_path / "text.csv").write_text("image,text\na.png,red\n")
+    with pytest.raises(UserError, match=r"text.csv: no column 'caption' .* set --caption_column"):
+        read_pairs(str(tmp_path / "text.csv"), PairDataArgs(), 8, "--data")
+    pairs = load_pairs(PairDataArgs(data=str(tmp_path / "bad.csv"), eval_data=str(tmp_path / "rows.jsonl")), 0, 8)
+    assert len(pairs.skipped) == 7 and "7 rows skipped" in pairs.description and f"{bad}:3" in pairs.description
+    out = write_skipped(pairs.skipped, tmp_path / "run" / "skipped_pairs.tsv")
+    assert out.read_text().splitlines()[1:] == [f"{w}\t{y}" for w, y in pairs.skipped]
+
+
+def brute_force_top_k(images, queries, k):
+    sim = [[float(q @ i / (q.norm() * i.norm())) for i in images.double()] for q in queries.double()]
+    return [sorted(range(len(images)), key=lambda j, row=row: (-row[j], j))[:k] for row in sim]
+
+
+def test_retrieval_picture_shows_the_brute_force_top_k_and_is_written(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    images, texts = torch.randn(30, 8, generator=g), torch.randn(30, 8, generator=g)
+    texts[:10] = images[:10] + 0.3 * texts[:10]
+    assert top_k_images(images, texts[[0, 5, 17]], 4).tolist() == brute_force_top_k(images, texts[[0, 5, 17]], 4)
+    twice = torch.cat([images[:3], images[:3]])  # equal scores: the lower index first
+    assert top_k_images(twice, images[:1], 2).tolist() == [[0, 3]]
+    captions = [f"caption {i % 25}" for i in range(30)]  # rows 25..29 repeat the captions of rows 0..4
+    assert query_rows(captions, 4) == [0, 8, 16, 24] and query_rows(["a", "a", "b"], 5) == [0, 2]
+
+    class Main:
+        is_main_process, trackers = True, []
+
+    pixels = [np.full((3, 8, 8), i, np.uint8).tobytes() for i in range(30)]
+    pictures = RetrievalPictures(Main(), pixels, captions, tmp_path, queries=3, k=5)
+    path = pictures(images, texts, step=7)
+    assert path == tmp_path / "retrievals" / "step-7.png"
+    with Image.open(path) as picture:
+        assert picture.size[0] > 5 * 64 and picture.size[1] > 3 * 64  # 3 rows of 5 cells of at least 64 px
+    Main.is_main_process = False
+    assert pictures(images, texts, step=8) is None and not (tmp_path / "retrievals" / "step-8.png").exists()
 
 
 def test_fashion_mnist_pairs_are_captioned_by_prompts_of_their_label():

@@ -39,6 +39,8 @@ from transformers.utils import ModelOutput
 
 from hfssl.distributed import gather_with_grad, world_info
 from hfssl.errors import UserError
+from hfssl.text.tokenizer import load_tokenizer
+from hfssl.vision.pretrained import read_model_folder
 
 MAX_LOGIT_SCALE = math.log(100.0)
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
@@ -47,6 +49,7 @@ TEXT_PRESETS = {"tiny": (64, 2, 2), "small": (256, 4, 4), "base": (512, 8, 8)}  
 TEXT_POSITIONS = 64  # position table of a new text tower
 VISION_TYPES = {"vit": ViTModel, "clip_vision_model": CLIPVisionModel}  # pooled output of config.hidden_size
 TEXT_TYPES = {"bert": BertModel}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 WHY_NOT = {"resnet": "a ResNet's pooled output is (B, C, 1, 1) and its config has no hidden_size, and "
                      "VisionTextDualEncoderModel projects the vision pooler output with Linear(hidden_size, ...)"}
 
@@ -90,6 +93,46 @@ def folder_type(path: str, flag: str, supported: dict) -> str:
         raise UserError(f"{flag} {path} holds a model of model_type {kind!r}: {why}; give a "
                         f"{' or '.join(supported)} folder")
     return kind
+
+
+def check_towers(data_args, args: CLIPArgs):
+    """Before any data work: each tower folder's type, and that its processor and its model agree (image size;
+    vocabulary; positions vs ``--max_text_length``), else one line naming both. Sets ``data_args.image_size``
+    (the image tower's, else 32). Returns (the vision folder's :class:`FolderModel` or None, the text folder's
+    tokenizer or None)."""
+    vision = tokenizer = None
+    if args.vision_model_name_or_path:
+        kind = folder_type(args.vision_model_name_or_path, "--vision_model_name_or_path", VISION_TYPES)
+        vision = read_model_folder(args.vision_model_name_or_path, {kind: kind}, "recipes/clip.py")
+        own = vision.config.get("image_size")
+        if vision.image_size is not None and vision.image_size != own:
+            raise UserError(f"--vision_model_name_or_path {vision.path}: its preprocessor_config.json makes "
+                            f"{vision.image_size} px images but its config.json's image_size (the position table) "
+                            f"is {own}; re-export the folder so that both agree")
+        if data_args.image_size not in (None, own):
+            raise UserError(f"--image_size {data_args.image_size} differs from the {own} of the image tower in "
+                            f"--vision_model_name_or_path {vision.path} (its position table); leave image_size unset")
+        data_args.image_size = own
+    if args.text_model_name_or_path:
+        folder = Path(args.text_model_name_or_path).expanduser()
+        folder_type(str(folder), "--text_model_name_or_path", TEXT_TYPES)
+        if not any((folder / n).is_file() for n in TOKENIZER_FILES):
+            raise UserError(f"--text_model_name_or_path {folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)} "
+                            "missing); give the OUTPUT/model folder of recipes/bert_mlm.py, which carries its tokenizer")
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        tokenizer = load_tokenizer(folder)
+        if len(tokenizer) > config.get("vocab_size", 0):
+            raise UserError(f"--text_model_name_or_path {folder}: its tokenizer has {len(tokenizer)} tokens but "
+                            f"config.json's vocab_size (the embedding table) is {config.get('vocab_size')}; give a "
+                            "folder whose tokenizer was saved with its model")
+        positions, where = config.get("max_position_embeddings", 0), f"--text_model_name_or_path {folder}"
+    else:
+        positions, where = TEXT_POSITIONS, f"a new text tower (--text_preset {args.text_preset})"
+    if data_args.max_text_length > positions:
+        raise UserError(f"--max_text_length {data_args.max_text_length} is longer than the {positions} positions of "
+                        f"{where}; lower it")
+    data_args.image_size = data_args.image_size or 32
+    return vision, tokenizer
 
 
 def vision_tower(args: CLIPArgs, image_size: int) -> tuple[nn.Module, list[str]]:

@@ -8,13 +8,20 @@ of highest cosine similarity.
 
 Ranking needs every embedding at once, which ``fit``'s per-example sums cannot give: :class:`CLIPEvaluator`
 encodes the held-out set in ``before_evaluate`` (every process encodes all of it, so each holds the same
-numbers with any process count) and ``eval_summary`` reports them beside the mean cosine of the true pairs.
+numbers with any process count) and ``eval_summary`` reports them beside the mean cosine of the true pairs;
+:class:`RetrievalPictures` draws what fixed held-out captions retrieve, from the same embeddings.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from hfssl.multimodal.pictures import retrieval_grid
 
 RECALL_AT = (1, 5, 10)
 
@@ -36,6 +43,57 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor, ks=
     return out
 
 
+def top_k_images(image_embeds: torch.Tensor, query_embeds: torch.Tensor, k: int) -> torch.Tensor:
+    """``(N, D)`` candidate images, ``(Q, D)`` text queries -> ``(Q, k)`` indices of each query's k most similar
+    images by cosine, best first (equal scores: the lower index first)."""
+    sim = F.normalize(query_embeds.float(), dim=-1) @ F.normalize(image_embeds.float(), dim=-1).T  # (Q, N)
+    return torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def query_rows(captions: list[str], count: int) -> list[int]:
+    """``count`` fixed query rows spread over the held-out set, one per distinct caption (first occurrence)."""
+    firsts: dict[str, int] = {}
+    for i, caption in enumerate(captions):
+        firsts.setdefault(caption, i)
+    first = list(firsts.values())
+    picks = np.linspace(0, len(first) - 1, num=min(count, len(first))).round().astype(int)
+    return [first[i] for i in dict.fromkeys(picks.tolist())]
+
+
+class RetrievalPictures:
+    """At each evaluation (main process): ``out_dir/retrievals/step-N.png``, fixed held-out captions (rows) with
+    the top-k held-out images they retrieve (columns), the true partners outlined; logged to the trackers."""
+
+    def __init__(self, accelerator, pixels: list[bytes], captions: list[str], out_dir: str | Path,
+                 queries: int = 6, k: int = 6):
+        self.accelerator, self.captions, self.k = accelerator, captions, min(k, len(captions))
+        side = int(round((len(pixels[0]) // 3) ** 0.5))
+        self.pixels = np.frombuffer(b"".join(pixels), np.uint8).reshape(len(pixels), 3, side, side)
+        self.rows = query_rows(captions, queries)
+        self.folder = Path(out_dir) / "retrievals"
+
+    def __call__(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, step: int) -> Path | None:
+        """``(N, D)`` embeddings of every held-out pair (row i of each is a pair)."""
+        if not self.accelerator.is_main_process:
+            return None
+        top = top_k_images(image_embeds, text_embeds[self.rows], self.k).numpy()  # (Q, k)
+        queries = [self.captions[r] for r in self.rows]
+        correct = np.array([[self.captions[j] == q for j in picks] for q, picks in zip(queries, top)])
+        grid = retrieval_grid(self.pixels, queries, top, correct)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"step-{step}.png"
+        Image.fromarray(grid).save(path)
+        for tracker in self.accelerator.trackers:
+            try:
+                if tracker.name == "tensorboard":
+                    tracker.log_images({"retrievals": grid[None]}, step=step, dataformats="NHWC")
+                else:
+                    tracker.log_images({"retrievals": [grid]}, step=step)
+            except (AttributeError, NotImplementedError, TypeError):  # a tracker without images
+                pass
+        return path
+
+
 def zero_shot_classifier(text_embeds: torch.Tensor) -> torch.Tensor:
     """``(C, T, D)`` embeddings of C class names in T templates -> ``(C, D)`` normalised class embeddings."""
     return F.normalize(F.normalize(text_embeds.float(), dim=-1).mean(dim=1), dim=-1)
@@ -53,8 +111,9 @@ class CLIPEvaluator:
     training collator; ``label_names`` + ``templates`` give zero-shot accuracy when the rows have labels."""
 
     def __init__(self, data, collate, tokenizer, batch_size: int, *, label_names=None, templates=(),
-                 retrieval: bool = True, max_length: int = 32):
+                 retrieval: bool = True, max_length: int = 32, pictures: RetrievalPictures | None = None):
         self.data, self.collate, self.tokenizer, self.batch_size = data, collate, tokenizer, batch_size
+        self.pictures = pictures
         self.label_names = label_names if label_names and "label" in data.column_names else None
         self.templates, self.retrieval, self.max_length = list(templates), retrieval, max_length
         self.latest: dict[str, float] = {}
@@ -86,6 +145,8 @@ class CLIPEvaluator:
         model.eval()
         images, texts = self.embed(model)
         self.latest = retrieval_metrics(images, texts) if self.retrieval else {}
+        if self.pictures is not None:
+            self.pictures(images, texts, step)
         if self.label_names is not None:
             labels = torch.tensor(self.data["label"])
             self.latest["zero_shot_accuracy"] = zero_shot_accuracy(images, self.class_embeddings(model), labels)

@@ -11,13 +11,17 @@ Sources (``PairDataArgs.data``):
   or a ``save_to_disk`` folder with an image and a text column.
 
 Every image is decoded once to ``image_size`` squares (bilinear, as ``ViTImageProcessor`` resizes), in memory:
-meant for sets of up to some 100k small pictures. A missing image file, an unreadable one, an empty caption or a
-missing column is a one-line error naming the file and row.
+meant for sets of up to some 100k small pictures. A row without an image or a caption, whose image file is missing
+or cannot be decoded, or whose caption is empty, is skipped, counted and named (:attr:`Pairs.skipped`; the recipe
+names the first few in its log line and the model card, and all in ``OUTPUT/skipped_pairs.tsv``). A column that no
+row has (a wrong ``--image_column`` / ``--caption_column``), or a source with no usable row left, is a one-line
+error naming the file.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,8 @@ FASHION_PROMPT_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sand
                         "ankle boot"]
 TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}."]
 CAPTION_FILES = ("captions.csv", "captions.jsonl", "metadata.csv", "metadata.jsonl")
+MAX_NAMED = 5  # skipped rows named in the log line and the model card (all of them: OUTPUT/skipped_pairs.tsv)
+SKIPPED_FILE = "skipped_pairs.tsv"
 
 
 @dataclass
@@ -82,10 +88,12 @@ class Pairs:
     std: tuple[float, float, float]
     description: str
     retrieval: bool = True  # False when captions are class prompts (many identical): ranking pairs means nothing
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file:line or row, why) of rows not used
 
 
 def load_pairs(args: PairDataArgs, seed: int, image_size: int) -> Pairs:
     """The training and held-out pairs of ``args``, decoded to ``image_size`` squares, with pixel statistics."""
+    skipped: list[tuple[str, str]] = []
     if args.data == "shapes":
         train = make_shapes(args.shapes_train, seed=seed, held_out=False, image_size=image_size)
         eval_ = make_shapes(args.shapes_eval, seed=seed, held_out=True, image_size=image_size)
@@ -98,9 +106,10 @@ def load_pairs(args: PairDataArgs, seed: int, image_size: int) -> Pairs:
         names, retrieval = FASHION_PROMPT_NAMES, False
         what = f"the embedded Fashion-MNIST subset, captioned by prompt templates ({len(train)} train, {len(eval_)} held out)"
     else:
-        train = read_pairs(args.data, args, image_size, "--data")
+        train, skipped = read_pairs(args.data, args, image_size, "--data")
         if args.eval_data:
-            eval_ = read_pairs(args.eval_data, args, image_size, "--eval_data")
+            eval_, bad = read_pairs(args.eval_data, args, image_size, "--eval_data")
+            skipped += bad
         elif args.eval_fraction > 0 and len(train) >= 2:
             split = train.train_test_split(test_size=args.eval_fraction, seed=seed)
             train, eval_ = split["train"], split["test"]
@@ -108,8 +117,9 @@ def load_pairs(args: PairDataArgs, seed: int, image_size: int) -> Pairs:
             eval_ = None
         names, retrieval = None, True
         what = f"{args.data}: {len(train)} training pairs, {len(eval_) if eval_ is not None else 0} held out"
+        what += f", {len(skipped)} rows skipped" + (f" ({named(skipped)}; all in {SKIPPED_FILE})" if skipped else "")
     mean, std = pixel_statistics(train)
-    return Pairs(train, eval_, names, image_size, mean, std, what, retrieval)
+    return Pairs(train, eval_, names, image_size, mean, std, what, retrieval, skipped)
 
 
 def _prompted(images: datasets.Dataset, seed: int, templates: list[str]) -> datasets.Dataset:
@@ -125,24 +135,34 @@ def _caption_file(path: Path) -> Path | None:
     return next((path / n for n in CAPTION_FILES if (path / n).is_file()), None)
 
 
-def _rows(file: Path, args: PairDataArgs) -> list[tuple[str, dict]]:
-    """(where, row) of a CSV or JSON-lines captions file; ``where`` names the file and line."""
+def _rows(file: Path, args: PairDataArgs, flag: str) -> list[tuple[str, dict]]:
+    """(where, row) of a CSV or JSON-lines captions file; ``where`` is ``file:line``."""
     if file.suffix.lower() == ".csv":
         with file.open(encoding="utf-8", newline="") as f:
-            return [(f"{file} line {i + 2}", row) for i, row in enumerate(csv.DictReader(f))]
+            reader = csv.DictReader(f)
+            _check_columns(reader.fieldnames or [], f"{flag} {file}", args)
+            return [(f"{file}:{i + 2}", row) for i, row in enumerate(reader)]
     rows = []
     for i, line in enumerate(file.read_text(encoding="utf-8").splitlines()):
         if line.strip():
             try:
-                rows.append((f"{file} line {i + 1}", json.loads(line)))
+                row = json.loads(line)
             except ValueError as err:
                 raise UserError(f"{file} line {i + 1} is not valid JSON ({err}); write one JSON object per line "
                                 f"with {args.image_column!r} and {args.caption_column!r}") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{file} line {i + 1} is not a JSON object; write one object per line with "
+                                f"{args.image_column!r} and {args.caption_column!r}")
+            rows.append((f"{file}:{i + 1}", row))
+    if rows:  # a key no row has is a column the flags name wrongly; a key some rows lack makes those rows skipped
+        _check_columns(sorted(set().union(*(r for _, r in rows))), f"{flag} {file}", args)
     return rows
 
 
-def read_pairs(path: str, args: PairDataArgs, size: int, flag: str) -> datasets.Dataset:
-    """A captions file (or a folder holding one) or a ``save_to_disk`` folder -> pixel_values + caption rows."""
+def read_pairs(path: str, args: PairDataArgs, size: int, flag: str) -> tuple[datasets.Dataset, list[tuple[str, str]]]:
+    """A captions file (or a folder holding one) or a ``save_to_disk`` folder -> (pixel_values + caption rows,
+    skipped rows as (where, why)). A row without an image or a caption, whose image file is missing or cannot be
+    decoded, or whose caption is empty is skipped and named; a source with no usable row left is an error."""
     where = Path(path).expanduser()
     if not where.exists():
         raise UserError(f"{flag} {path}: no such file or folder; give a captions CSV / JSON lines file, a folder "
@@ -151,13 +171,11 @@ def read_pairs(path: str, args: PairDataArgs, size: int, flag: str) -> datasets.
         ds = datasets.load_from_disk(str(where))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-        for column, name in ((args.image_column, "--image_column"), (args.caption_column, "--caption_column")):
-            if column not in ds.column_names:
-                raise UserError(f"{flag} {path}: no column {column!r} (columns: {ds.column_names}); set {name}")
+        _check_columns(ds.column_names, f"{flag} {path}", args)
         if isinstance(ds.features[args.image_column], datasets.Image):
             ds = ds.cast_column(args.image_column, datasets.Image(decode=False))
         rows = [(f"{path} row {i}", r) for i, r in enumerate(ds.select_columns([args.image_column, args.caption_column]))]
-        base = where
+        base, source = where, path
     else:
         file = _caption_file(where)
         if file is None:
@@ -166,48 +184,72 @@ def read_pairs(path: str, args: PairDataArgs, size: int, flag: str) -> datasets.
         if file.suffix.lower() not in (".csv", ".jsonl", ".json"):
             raise UserError(f"{flag} {file}: not a .csv or .jsonl captions file; write CSV or JSON lines with "
                             f"{args.image_column!r} and {args.caption_column!r} columns")
-        rows, base = _rows(file, args), file.parent
-    pixels, captions = [], []
+        rows, base, source = _rows(file, args, flag), file.parent, str(file)
+    pixels, captions, skipped = [], [], []
     for where_row, row in rows:
-        pixels.append(_decode(row, where_row, base, args, size))
-        captions.append(_caption(row, where_row, args))
+        why = _caption_problem(row, args)
+        image, why = (None, why) if why else _decode(row, base, args, size)
+        if why:
+            skipped.append((where_row, why))
+        else:
+            pixels.append(image)
+            captions.append(row[args.caption_column])
     if not pixels:
-        raise UserError(f"{flag} {path} holds no pairs; add rows with an image and a caption")
+        detail = f"all {len(skipped)} rows were skipped ({named(skipped)})" if skipped else "it has no rows"
+        raise UserError(f"{flag} {source} holds no usable pairs: {detail}; add rows with an image file and a caption "
+                        "(or set --image_column / --caption_column)")
     return datasets.Dataset.from_dict({"pixel_values": pixels, "caption": captions},
                                       features=datasets.Features({"pixel_values": datasets.Value("binary"),
-                                                                  "caption": datasets.Value("string")}))
+                                                                  "caption": datasets.Value("string")})), skipped
 
 
-def _caption(row: dict, where: str, args: PairDataArgs) -> str:
-    if args.caption_column not in row:
-        raise UserError(f"{where}: no {args.caption_column!r} column (has {sorted(row)}); set --caption_column")
-    text = row[args.caption_column]
-    if not isinstance(text, str) or not text.strip():
-        raise UserError(f"{where}: the caption is empty; write a caption for every image or remove the row")
-    return text
+def named(skipped: list[tuple[str, str]], limit: int = MAX_NAMED) -> str:
+    """The first ``limit`` skipped rows as ``where (why)``, and how many more."""
+    text = "; ".join(f"{where} ({why})" for where, why in skipped[:limit])
+    return text + (f"; and {len(skipped) - limit} more" if len(skipped) > limit else "")
 
 
-def _decode(row: dict, where: str, base: Path, args: PairDataArgs, size: int) -> bytes:
-    if args.image_column not in row:
-        raise UserError(f"{where}: no {args.image_column!r} column (has {sorted(row)}); set --image_column")
-    value = row[args.image_column]
+def write_skipped(skipped: list[tuple[str, str]], path: Path) -> Path:
+    """Every skipped row, ``where<TAB>why`` per line (the run's full list; the log names only the first few)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f"{w}\t{y}".replace("\n", " ") + "\n" for w, y in skipped)
+    path.write_text("where\twhy\n" + lines, encoding="utf-8")
+    return path
+
+
+def _check_columns(columns, where: str, args: PairDataArgs) -> None:
+    """A source without the image or the caption column at all: a flag to set, not rows to skip."""
+    for column, name in ((args.image_column, "--image_column"), (args.caption_column, "--caption_column")):
+        if column not in columns:
+            raise UserError(f"{where}: no column {column!r} (columns: {list(columns)}); set {name}")
+
+
+def _caption_problem(row: dict, args: PairDataArgs) -> str | None:
+    """Why a row's caption cannot be used (None when it can)."""
+    text = row.get(args.caption_column)
+    if text is None:
+        return f"no {args.caption_column!r}"
+    if not isinstance(text, str):
+        return f"the caption is a {type(text).__name__}, not text"
+    return None if text.strip() else "empty caption"
+
+
+def _decode(row: dict, base: Path, args: PairDataArgs, size: int) -> tuple[bytes | None, str | None]:
+    """A row's image -> ((3, S, S) uint8 bytes, None), or (None, why it cannot be used)."""
+    value = row.get(args.image_column)
     raw = value.get("bytes") if isinstance(value, dict) else None
     name = value.get("path") if isinstance(value, dict) else value
     if raw is None:
         if not isinstance(name, str) or not name.strip():
-            raise UserError(f"{where}: no image named; give an image path relative to the captions file")
+            return None, "no image named"
         file = (base / name).expanduser()
         if not file.is_file():
-            raise UserError(f"{where} names the image {name}, which does not exist ({file}); fix the path or add "
-                            "the file")
+            return None, f"image {name} does not exist"
     try:
-        import io
-
         with Image.open(io.BytesIO(raw) if raw is not None else file) as image:
-            return decode_image(image, size).tobytes()
+            return decode_image(image, size).tobytes(), None
     except Exception as err:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError, ...)
-        raise UserError(f"{where}: the image {name} cannot be decoded ({type(err).__name__}: {str(err)[:120]}); "
-                        "replace the file or remove the row") from None
+        return None, f"image {name} cannot be decoded: {type(err).__name__}: {' '.join(str(err).split())[:120]}"
 
 
 def pixel_statistics(data: datasets.Dataset, limit: int = 5000) -> tuple[tuple, tuple]:
