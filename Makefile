@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup pretrain test test-slow lint clean
+.PHONY: setup pretrain test test-slow lint clean speech-data
 
 $(STAMP): pyproject.toml
 	@test -n "$(PY)" || { echo "need python3.11 (or python3 >= 3.10) on PATH"; exit 1; }
@@ -31,6 +31,16 @@ test: $(STAMP)
 # End-to-end runs of several minutes; CI runs them after `make test`.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
+
+# Offline speech made with espeak-ng + sox (installed here with apt-get): unlabelled Austen speech, keywords and
+# transcribed sentences split by held-out voices, under $(SPEECH_DIR) (benchmarks/data/make_speech.py).
+SPEECH_DIR ?= runs/speech-data
+SPEECH_MINUTES ?= 30
+speech-data: $(STAMP)
+	command -v espeak-ng >/dev/null && command -v sox >/dev/null || apt-get install -y espeak-ng sox
+	$(BIN)/python benchmarks/data/make_speech.py unlabelled --out $(SPEECH_DIR)/unlabelled --minutes $(SPEECH_MINUTES)
+	$(BIN)/python benchmarks/data/make_speech.py keywords --out $(SPEECH_DIR)/keywords --clips_per_voice 1
+	$(BIN)/python benchmarks/data/make_speech.py sentences --out $(SPEECH_DIR)/sentences --count 200
 
 lint: $(STAMP)
 	$(BIN)/ruff check hfssl recipes tests benchmarks
