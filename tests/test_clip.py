@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,3 +305,43 @@ def test_fashion_mnist_pairs_are_captioned_by_prompts_of_their_label():
         assert caption in options
         used.add(options.index(caption))
     assert used == {0, 1}
+
+
+@pytest.mark.slow  # two real processes (torchrun, gloo)
+def test_two_processes_loss_and_gradients_equal_one_process_over_the_concatenated_batch(tmp_path):
+    """Each process scores its 3 pairs against the 6 captions / images of both: the mean of the two processes'
+    losses is the one-process loss over all 6 pairs, and the mean of their parameter gradients (what DDP's
+    all-reduce gives every process) is the one-process gradient."""
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "tests"))
+    from clip_dist_check import model_and_batch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), str(root / "tests" / "clip_dist_check.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r["world"] for r in ranks] == [(0, 2), (1, 2)]
+    model, batch = model_and_batch(2)
+    full = model(**batch).loss
+    full.backward()
+    torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, full.detach(), rtol=1e-5, atol=1e-6)
+    assert float(ranks[0]["loss"]) != pytest.approx(float(ranks[1]["loss"]))  # each process has its own rows
+    reference = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    assert ranks[0]["grads"].keys() == ranks[1]["grads"].keys() == reference.keys()
+    assert "model.logit_scale" in reference and "model.visual_projection.weight" in reference
+
+    def close(a, b):  # float32 sums over 3 or 6 rows differ in the last bits: tolerance relative to the tensor
+        return torch.allclose(a, b, rtol=1e-3, atol=max(1e-3 * float(b.abs().max()), 1e-6))  # (k_proj.bias: ~0)
+
+    for name, grad in reference.items():
+        assert close((ranks[0]["grads"][name] + ranks[1]["grads"][name]) / 2, grad), name
+    # the check has teeth: each process's loss over its own 3 pairs only (no global batch) gives other gradients
+    model.zero_grad()
+    for rows in (slice(0, 3), slice(3, 6)):
+        (model(**{k: v[rows] for k, v in batch.items()}).loss / 2).backward()
+    assert not all(close(p.grad, reference[name]) for name, p in model.named_parameters() if p.grad is not None)
