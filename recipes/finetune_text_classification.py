@@ -54,7 +54,8 @@ def main(argv=None) -> dict:
     config = load_pretrained(AutoConfig, path, "config", num_labels=len(labels), id2label=dict(enumerate(labels)),
                              label2id={name: i for i, name in enumerate(labels)})
     model, info = load_model(AutoModelForSequenceClassification, path, config, model_args.from_scratch)
-    print(describe_loading(info, model_args.from_scratch, head_prefixes=("classifier.",)))
+    # the task head: "classifier." (BERT, ELECTRA), "score." (the last-token head of GPT-2 / Llama)
+    print(describe_loading(info, model_args.from_scratch, head_prefixes=("classifier.", "score.")))
 
     max_length = effective_max_length(task.max_seq_length, tokenizer, config)
     with training_args.main_process_first(desc="tokenize"):
