@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup pretrain test test-slow lint clean speech-data
+.PHONY: setup pretrain test test-slow lint clean speech-data emoji-data
 
 $(STAMP): pyproject.toml
 	@test -n "$(PY)" || { echo "need python3.11 (or python3 >= 3.10) on PATH"; exit 1; }
@@ -41,6 +41,13 @@ speech-data: $(STAMP)
 	$(BIN)/python benchmarks/data/make_speech.py unlabelled --out $(SPEECH_DIR)/unlabelled --minutes $(SPEECH_MINUTES)
 	$(BIN)/python benchmarks/data/make_speech.py keywords --out $(SPEECH_DIR)/keywords --clips_per_voice 1
 	$(BIN)/python benchmarks/data/make_speech.py sentences --out $(SPEECH_DIR)/sentences --count 200
+
+# Image-caption pairs for recipes/clip.py: every emoji of the Noto Color Emoji font with its name and aliases.
+EMOJI_DIR ?= runs/emoji-data
+EMOJI_SIZE ?= 64
+emoji-data: $(STAMP)
+	test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || apt-get install -y fonts-noto-color-emoji
+	$(BIN)/python benchmarks/data/make_emoji_pairs.py --out $(EMOJI_DIR) --size $(EMOJI_SIZE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hfssl recipes tests benchmarks
