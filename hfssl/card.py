@@ -42,6 +42,10 @@ _METHOD_TEXT = {
     "electra": "replaced token detection, ELECTRA ([Clark et al., 2020](https://arxiv.org/abs/2003.10555)): a small "
     "masked-language-model generator (exported as `generator/`) proposes replacements and the discriminator "
     "(`model/`) learns to detect them",
+    "electra-cls-bow": "replaced token detection, ELECTRA ([Clark et al., 2020](https://arxiv.org/abs/2003.10555)): a "
+    "small masked-language-model generator (exported as `generator/`) proposes replacements and the discriminator "
+    "(`model/`) learns to detect them; plus a `[CLS]` bag-of-words loss (the discriminator's `[CLS]` state, which "
+    "sequence classifiers read, predicts the words of its row through a small head not exported)",
     "gpt-clm": "causal language modelling, GPT's next-token prediction "
     "([Radford et al., 2019](https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf)) "
     "on rows packed full across documents, an end-of-text token between documents",

@@ -17,6 +17,7 @@ from hfssl.errors import UserError, run_cli
 from hfssl.hub import HubArgs, push_if_requested, save_model_folder
 from hfssl.methods.bert import BertPretrainer, mlm_eval_step, mlm_summary, premask
 from hfssl.methods.bert_config import BertModelArgs, folder_config
+from hfssl.text.cls_check import check_cls_state
 from hfssl.text.corpus import CorpusArgs, EvalSplitArgs, load_corpus, split_documents
 from hfssl.text.epochs import InstanceBuilder
 from hfssl.text.masking import MaskingArgs, MLMCollator
@@ -92,6 +93,14 @@ def main(argv=None):
                  eval_summary=mlm_summary, settings=settings)
 
     if accelerator.is_main_process:
+        export = result.model.model
+        bow, rows = nsp_args.cls_bow_weight, eval_instances if eval_instances is not None else train_pairs.for_epoch(0)
+        cls = check_cls_state(export, rows, held_out=eval_instances is not None,  # before the export
+                              hint=(f"--cls_bow_weight above {bow:g}" if bow else "--cls_bow_weight 1")
+                              + ("" if nsp_args.nsp else " or --nsp true") + ", or a longer run")
+        if cls is not None:
+            print(cls.message(out / "model"))
+        notes = [n for n in (None if nsp_args.nsp or bow else MLM_ONLY_NOTE, cls and cls.note) if n]
         card = ModelCardInfo(
             model_name=hub_args.hub_model_id or out.name,
             method=("bert-mlm-nsp" if nsp_args.nsp else "bert-mlm") + ("-cls-bow" if nsp_args.cls_bow_weight else ""),
@@ -100,8 +109,7 @@ def main(argv=None):
             hyperparameters={**asdict(model_args), **asdict(nsp_args), **asdict(mask_args), **asdict(train_args),
                              "vocab_size": len(tokenizer)},
             metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png",
-            notes=None if nsp_args.nsp or nsp_args.cls_bow_weight else MLM_ONLY_NOTE)
-        export = result.model.model
+            notes="\n\n".join(notes) or None)
         if model_args.finetune_dropout is not None:  # the config fine-tuning starts from (training is over)
             export.config.hidden_dropout_prob = export.config.attention_probs_dropout_prob = model_args.finetune_dropout
         folder = save_model_folder(export, out / "model", tokenizer=tokenizer, card=card,

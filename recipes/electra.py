@@ -4,7 +4,9 @@
 
 With no arguments: a tiny ELECTRA on the embedded Jane Austen corpus. Sections as recipes/bert_mlm.py: args,
 Accelerator, seed -> data (main process first) -> masking transform -> model -> fit -> OUTPUT/model (the
-discriminator, for fine-tuning) and OUTPUT/generator (a fill-mask model).
+discriminator, for fine-tuning) and OUTPUT/generator (a fill-mask model). --cls_bow_weight (1.0 in electra_tiny.yaml)
+adds BERT's [CLS] bag-of-words loss on the discriminator's [CLS] state; before the export the [CLS] state is checked
+on up to 256 held-out rows (hfssl.text.cls_check: a warning and a card note when it is (near) constant).
 """
 
 from dataclasses import asdict
@@ -25,6 +27,7 @@ from hfssl.methods.electra import (
     pad_with_noise,
 )
 from hfssl.methods.electra_config import ElectraModelArgs, refuse_folder
+from hfssl.text.cls_check import check_cls_state
 from hfssl.text.corpus import CorpusArgs, EvalSplitArgs, load_corpus, split_documents
 from hfssl.text.epochs import InstanceBuilder
 from hfssl.text.masking import MaskingArgs, MLMCollator
@@ -73,11 +76,12 @@ def main(argv=None):
     if eval_rows is not None:
         with accelerator.main_process_first():
             eval_rows = add_sample_noise(premask(eval_rows, collator, seed=train_args.seed), seed=train_args.seed)
-    model = ElectraPretrainer.from_args(model_args, len(tokenizer), tokenizer.pad_token_id)
+    model = ElectraPretrainer.from_args(model_args, len(tokenizer), tokenizer.pad_token_id,
+                                        cls_bow_weight=nsp_args.cls_bow_weight, special_ids=tokenizer.all_special_ids)
     gen = model.generator.config
     accelerator.print(f"model: ELECTRA {model_args.preset or 'tiny'} from scratch, generator hidden {gen.hidden_size} "
-                      f"({gen.num_attention_heads} heads); {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-                      f"parameters, vocabulary {len(tokenizer)}")
+                      f"({gen.num_attention_heads} heads), [CLS] bag-of-words weight {nsp_args.cls_bow_weight:g}; "
+                      f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}")
 
     result = fit(accelerator, model, train_args, train_data=train_rows.for_epoch, draw_ahead=train_rows.draw_ahead,
                  collate_fn=pad_with_noise(collator.pad),
@@ -87,6 +91,11 @@ def main(argv=None):
     if accelerator.is_main_process:
         hyperparameters = {**asdict(model_args), **asdict(nsp_args), **asdict(mask_args), **asdict(train_args),
                            "vocab_size": len(tokenizer)}
+        bow, rows = nsp_args.cls_bow_weight, eval_rows if eval_rows is not None else train_rows.for_epoch(0)
+        cls = check_cls_state(result.model.discriminator, rows, held_out=eval_rows is not None,  # before the export
+                              hint=f"--cls_bow_weight above {bow:g}, or a longer run" if bow else "--cls_bow_weight 1")
+        if cls is not None:
+            print(cls.message(out / "model"))
         folders, usage = {}, {  # the card's snippet: what each folder is for
             "model": "from transformers import AutoModelForSequenceClassification\n"
                      "classifier = AutoModelForSequenceClassification.from_pretrained('{}', num_labels=2)",
@@ -99,10 +108,12 @@ def main(argv=None):
             model_name = (hub_args.hub_model_id or out.name) + ("" if name == "model" else "-generator")
             card = ModelCardInfo(
                 model_name=model_name, usage=usage[name].format(model_name),
-                method="electra", base_model_type="electra", tags=["electra", "pretraining", name],
+                method="electra-cls-bow" if bow else "electra", base_model_type="electra",
+                tags=["electra", "pretraining", name],
                 pipeline_tag=tag, hyperparameters=hyperparameters,
                 datasets_description=f"{corpus_args.corpus or 'embedded Jane Austen novels (public domain)'}; {report}",
-                metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png")
+                metrics={**result.eval_metrics, "steps": result.step}, report=out / "report.png",
+                notes=cls.note if cls is not None and name == "model" else None)
             folders[name] = save_model_folder(export, out / name, tokenizer=tokenizer, card=card,
                                               overwrite=train_args.overwrite_output_dir or train_args.resume,
                                               secrets=[hub_args.hub_token] if hub_args.hub_token else ())

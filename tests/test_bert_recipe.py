@@ -41,6 +41,10 @@ def trained(corpus, tmp_path_factory) -> Path:
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"saved the pretrained model to {out / 'model'}" in proc.stdout
+    # the [CLS] check ran on the held-out rows; its card note appears exactly when it warned
+    (line,) = [x for x in proc.stdout.splitlines() if "[CLS] state of" in x]
+    assert "held-out rows" in line and str(out / "model") in line
+    assert line.startswith("warning:") == ("`[CLS]` state this model exports" in (out / "model/README.md").read_text())
     return out
 
 
@@ -62,7 +66,7 @@ def test_output_folder_loads_with_auto_classes(trained):
     assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.1
     card = (folder / "README.md").read_text()
     assert "| hidden_dropout_prob | 0 |" in card and "| finetune_dropout | 0.1 |" in card
-    assert "Fine-tuning note" not in card  # trained with NSP (SMALL): [CLS] was trained
+    assert "pretrained with MLM only" not in card  # trained with NSP (SMALL): [CLS] was trained
     saved = load_file(folder / "model.safetensors")
     expected_new = {AutoModelForMaskedLM: set(), BertForPreTraining: set(),
                     AutoModelForSequenceClassification: {"classifier.weight", "classifier.bias"},

@@ -34,9 +34,9 @@ TINY = dict(embedding_size=32, hidden_size=48, num_hidden_layers=2, num_attentio
             generator_size=1 / 3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=64)
 
 
-def tiny_model(seed: int = 0) -> ElectraPretrainer:
+def tiny_model(seed: int = 0, **objective) -> ElectraPretrainer:
     torch.manual_seed(seed)
-    return ElectraPretrainer.from_args(ElectraModelArgs(**TINY), VOCAB, PAD)
+    return ElectraPretrainer.from_args(ElectraModelArgs(**TINY), VOCAB, PAD, **objective)
 
 
 def masked_batch(seed: int = 1):
@@ -114,6 +114,64 @@ def test_loss_equals_transformers_dense_heads():
     reference_grads = torch.autograd.grad(reference, list(model.parameters()), allow_unused=True)
     for (name, _), g, r in zip(model.named_parameters(), grads, reference_grads):
         assert torch.allclose(g, torch.zeros_like(g) if r is None else r, atol=1e-5), name
+
+
+def test_cls_bow_loss_equals_a_brute_force_bag_of_words_on_the_discriminator_cls_state():
+    """--cls_bow_weight: the discriminator's last-layer [CLS] state (what ElectraClassificationHead reads), through
+    dense + GELU + LayerNorm and the shared token table, predicts the row's original words (masked positions with
+    their labels; specials and padding left out). Reference: transformers' own discriminator on the replaced ids,
+    the head written out by hand, the words counted one by one."""
+    torch.manual_seed(0)
+    special = (0, 1, 2, 3, 4)
+    model = ElectraPretrainer.from_args(ElectraModelArgs(**TINY), VOCAB, PAD, cls_bow_weight=0.5, special_ids=special)
+    inputs, attention, types, labels, noise, original = masked_batch()
+    inputs[:, 0] = original[:, 0] = 2  # a [CLS] in front, a special token that must not count
+    original[1, 4] = 3  # a [SEP] inside, likewise
+    inputs[1, 4] = 3
+    out = model(inputs, attention, types, labels, noise)
+    gen = model.generator(input_ids=inputs, attention_mask=attention, token_type_ids=types, labels=labels)
+    disc = model.discriminator(input_ids=out.replaced_input_ids, attention_mask=attention, token_type_ids=types,
+                               labels=out.discriminator_labels.long(), output_hidden_states=True)
+    cls_state = disc.hidden_states[-1][:, 0]  # (B, H) the [CLS] last hidden state
+    head = model.cls_bow_head
+    h = cls_state @ head.dense.weight.T + head.dense.bias
+    h = 0.5 * h * (1 + torch.erf(h / 2 ** 0.5))  # exact GELU
+    h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-12)
+    h = h * head.norm.weight + head.norm.bias
+    logits = h @ model.discriminator.electra.embeddings.word_embeddings.weight.T + head.bias  # (B, V)
+    logp = torch.log_softmax(logits, -1)
+    losses = []
+    for b in range(inputs.shape[0]):
+        words = [int(original[b, t]) for t in range(inputs.shape[1])
+                 if attention[b, t] and int(original[b, t]) not in special]
+        losses.append(-sum(logp[b, w] for w in words) / len(words))
+    bow = torch.stack(losses).mean()
+    assert out.cls_bow_loss.item() == pytest.approx(bow.item(), abs=1e-5)
+    assert out.loss.item() == pytest.approx((gen.loss + 50.0 * disc.loss + 0.5 * bow).item(), rel=1e-6, abs=1e-5)
+    # it trains the discriminator (encoder, shared embeddings, its own head) and nothing of the generator's own
+    out.cls_bow_loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    assert model.discriminator.electra.encoder.layer[-1].output.dense.weight.grad.abs().sum() > 0
+    assert model.discriminator.electra.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    shared = {id(p) for p in model.discriminator.parameters()}
+    assert all(p.grad is None or not p.grad.any() for p in model.generator.parameters() if id(p) not in shared)
+    # the per-row values of the eval step are the same loss
+    with torch.no_grad():
+        sums = electra_eval_step()(model.eval(), {"input_ids": inputs, "attention_mask": attention,
+                                                  "token_type_ids": types, "labels": labels, "sample_noise": noise},
+                                   torch.Generator().manual_seed(0))
+    assert electra_summary({k: float(v.sum()) for k, v in sums.items()})["cls_bow_loss"] == pytest.approx(
+        bow.item(), abs=1e-5)
+
+
+def test_without_cls_bow_the_pretrainer_has_no_extra_parameters():
+    torch.manual_seed(0)
+    model = ElectraPretrainer.from_args(ElectraModelArgs(**TINY), VOCAB, PAD)
+    assert model.cls_bow_head is None and not any(k.startswith("cls_bow") for k in model.state_dict())
+    inputs, attention, types, labels, noise, _ = masked_batch()
+    assert model(inputs, attention, types, labels, noise).cls_bow_loss is None
+    with pytest.raises(ValueError, match="cls_bow_weight"):
+        ElectraPretrainer.from_args(ElectraModelArgs(**TINY), VOCAB, PAD, cls_bow_weight=-1.0)
 
 
 def test_discriminator_loss_reaches_the_shared_embeddings_but_not_the_generator():
@@ -209,13 +267,14 @@ def test_fixed_eval_noise_makes_eval_sums_independent_of_batching():
     from hfssl.methods.bert import premask
 
     rows = add_sample_noise(premask(rows, collator, seed=1), seed=1)
-    collate, step, model = pad_with_noise(collator.pad), electra_eval_step(), tiny_model().eval()
+    collate, step = pad_with_noise(collator.pad), electra_eval_step()
+    model = tiny_model(cls_bow_weight=1.0, special_ids=Tok.all_special_ids).eval()
     with torch.no_grad():
         whole = step(model, collate(list(rows)), torch.Generator().manual_seed(0))
         parts = [step(model, collate(list(rows.select(ix))), torch.Generator().manual_seed(9)) for ix in ([0, 1, 2], [3])]
     for key, value in whole.items():
         assert torch.allclose(value, torch.cat([p[key] for p in parts]), atol=1e-6), key
-    assert whole["replaced"].sum() > 0
+    assert whole["replaced"].sum() > 0 and (whole["cls_bow_loss"] > 0).all()
 
 
 def test_binned_auc_equals_pair_counting():
@@ -291,6 +350,10 @@ def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "electra"
     proc = run_recipe("--corpus", corpus, "--output_dir", out, *SMALL)
     assert f"saved the pretrained discriminator to {out / 'model'}" in proc.stdout
+    # the [CLS] check ran on the held-out rows; its card note appears exactly when it warned
+    (line,) = [x for x in proc.stdout.splitlines() if "[CLS] state of" in x]
+    assert "held-out rows" in line and str(out / "model") in line
+    assert line.startswith("warning:") == ("`[CLS]` state this model exports" in (out / "model/README.md").read_text())
     return out
 
 
@@ -301,6 +364,7 @@ def test_exported_discriminator_loads_in_auto_classes_with_only_the_head_new(tra
         AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
+        ElectraForPreTraining,
     )
 
     folder = trained / "model"
@@ -315,6 +379,10 @@ def test_exported_discriminator_loads_in_auto_classes_with_only_the_head_new(tra
         assert not info["mismatched_keys"]
     metrics = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert any("eval_discriminator_auc" in m for m in metrics) and any("replaced_fraction" in m for m in metrics)
+    assert any("cls_bow_loss" in m for m in metrics) and any("eval_cls_bow_loss" in m for m in metrics)
+    # the [CLS] bag-of-words head stays out of the export: a plain ElectraForPreTraining folder
+    _, info = ElectraForPreTraining.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
 
 
 def test_exported_generator_fills_masks_and_shares_the_embedding_values(trained):

@@ -103,12 +103,12 @@ if a.gdes:
     shared = model.discriminator.electra.embeddings.word_embeddings
     model.register_parameter("gdes_delta", torch.nn.Parameter(torch.zeros_like(shared.weight)))
 
-    def forward_discriminator(replaced, attention_mask, token_type_ids, disc_labels):
+    def forward_discriminator(replaced, attention_mask, token_type_ids, disc_labels, return_hidden=False):
         inputs = F.embedding(replaced, shared.weight.detach() + model.gdes_delta)  # (B, T, E)
         hidden = model.discriminator.electra(inputs_embeds=inputs, attention_mask=attention_mask,
                                              token_type_ids=token_type_ids, return_dict=True).last_hidden_state
         logits = model.discriminator.discriminator_predictions(hidden).float()  # (B, T)
-        return (*replaced_token_loss(logits, disc_labels, attention_mask), logits)
+        return (*replaced_token_loss(logits, disc_labels, attention_mask), logits, *((hidden,) if return_hidden else ()))
 
     model.forward_discriminator = forward_discriminator
 opt = build_optimizer(model, train_args.learning_rate, train_args.weight_decay,

@@ -83,6 +83,31 @@ def init_sinusoidal_positions(embedding: nn.Embedding, std: float) -> None:
         embedding.weight.copy_(table * (std / table.std()))
 
 
+def bag_of_words_keep(vocab_size: int, special_ids: Sequence[int] = ()) -> torch.Tensor:
+    """(V,) float 0/1 mask of the token ids a bag of words counts: 0 for ``special_ids`` ([CLS], [SEP], [PAD],
+    [MASK], ...), 1 for every other id."""
+    keep = torch.ones(vocab_size)
+    keep[list(special_ids)] = 0.0
+    return keep
+
+
+def bag_of_words_loss(logits: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor,
+                      attention_mask: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
+    """The ``[CLS]`` bag-of-words loss per row: soft cross-entropy of one prediction per row, ``logits`` (B, V),
+    against the distribution of the row's original words (``labels`` put back where masked, ids with
+    ``keep`` 0 and padding left out). input_ids, labels, attention_mask: (B, T); keep: (V,) from
+    :func:`bag_of_words_keep`. Returns (B,) float32; a row without a word gives 0."""
+    original = torch.where(labels != IGNORE_INDEX, labels, input_ids)  # (B, T) the text before masking
+    weight = keep[original]  # (B, T)
+    if attention_mask is not None:
+        weight = weight * attention_mask.to(weight.dtype)
+    counts = torch.zeros(original.shape[0], keep.shape[0], device=original.device)  # (B, V)
+    counts.scatter_add_(1, original, weight)
+    target = counts / counts.sum(-1, keepdim=True).clamp(min=1.0)  # (B, V) rows sum to 1 (or 0)
+    logp = F.log_softmax(logits.float(), dim=-1)  # (B, V)
+    return -(target * logp).sum(-1)
+
+
 @dataclass
 class BertPretrainingOutput(ModelOutput):
     """Losses and metrics of one batch. Accuracies and counts are detached.
@@ -124,10 +149,7 @@ class BertPretrainer(nn.Module):
         self.model = model if model is not None else BertForPreTraining(config)
         self.nsp = nsp
         self.cls_bow_weight = float(cls_bow_weight)
-        # token ids a bag of words leaves out ([CLS], [SEP], [PAD], [MASK], ...): a (V,) 0/1 mask
-        keep = torch.ones(self.model.config.vocab_size)
-        keep[list(special_ids)] = 0.0
-        self.register_buffer("bow_keep", keep, persistent=False)
+        self.register_buffer("bow_keep", bag_of_words_keep(self.model.config.vocab_size, special_ids), persistent=False)
         frozen = [] if nsp else list(self.model.cls.seq_relationship.parameters())
         if not nsp and not self.cls_bow_weight:
             frozen += list(self.model.bert.pooler.parameters())
@@ -192,15 +214,8 @@ class BertPretrainer(nn.Module):
 
         pooled_output: (B, H); input_ids, labels, attention_mask: (B, T). Rows without a word add 0.
         """
-        original = torch.where(labels != IGNORE_INDEX, labels, input_ids)  # (B, T) the text before masking
-        weight = self.bow_keep[original]  # (B, T)
-        if attention_mask is not None:
-            weight = weight * attention_mask.to(weight.dtype)
-        counts = torch.zeros(original.shape[0], self.bow_keep.shape[0], device=original.device)  # (B, V)
-        counts.scatter_add_(1, original, weight)
-        target = counts / counts.sum(-1, keepdim=True).clamp(min=1.0)  # (B, V) rows sum to 1 (or 0)
-        logp = F.log_softmax(self.model.cls.predictions(pooled_output).float(), dim=-1)  # (B, V)
-        return -(target * logp).sum(-1).mean()
+        logits = self.model.cls.predictions(pooled_output)  # (B, V)
+        return bag_of_words_loss(logits, input_ids, labels, attention_mask, self.bow_keep).mean()
 
     def forward(
         self,

@@ -15,7 +15,16 @@ Stages of one step (``ElectraPretrainer.forward`` on an MLM-masked batch):
    counts as original), 0 on padding.
 4. ``forward_discriminator``: ``ElectraForPreTraining`` on the replaced input, BCE over non-padding positions.
 
-loss = generator_loss + disc_weight * discriminator_loss (the paper's lambda = 50). No gradient reaches the
+5. with ``cls_bow_weight`` > 0, ``forward_cls_bow``: the discriminator's last-layer ``[CLS]`` state, the input of
+   ``ElectraClassificationHead`` (what ``AutoModelForSequenceClassification`` reads), predicts the bag of the
+   row's original words (BERT's ``[CLS]`` bag-of-words loss, :func:`hfssl.methods.bert.bag_of_words_loss`)
+   through :class:`ClsBagOfWordsHead`, a dense + GELU + LayerNorm to the embedding width and the shared token
+   table as the output projection. Replaced-token detection asks nothing of the first position, so without
+   it the ``[CLS]`` state can stay the same for every input (docs/results.md, ELECTRA). The head lives in the
+   pretrainer only: ``OUTPUT/model`` stays a plain ``ElectraForPreTraining`` folder.
+
+loss = generator_loss + disc_weight * discriminator_loss + cls_bow_weight * cls_bow_loss (the paper's lambda =
+50, and no bag-of-words loss in the paper). No gradient reaches the
 generator from the discriminator loss (the samples are discrete), except through the shared embeddings:
 the generator and the discriminator share one ``ElectraEmbeddings`` module (token, position and
 token-type tables and their LayerNorm, as the paper's code shares the whole embedding scope).
@@ -24,17 +33,23 @@ token-type tables and their LayerNorm, as the paper's code shares the whole embe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from torch import nn
-from transformers import ElectraForMaskedLM, ElectraForPreTraining
+from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 from transformers.utils import ModelOutput
 
-from hfssl.methods.bert import IGNORE_INDEX, MaskedCrossEntropy, init_sinusoidal_positions
+from hfssl.methods.bert import (
+    IGNORE_INDEX,
+    MaskedCrossEntropy,
+    bag_of_words_keep,
+    bag_of_words_loss,
+    init_sinusoidal_positions,
+)
 from hfssl.methods.electra_config import ElectraModelArgs, electra_configs
 
 # Histogram of the discriminator's logits in [-8, 8) (ends open), for the held-out AUC. Bins of 1/16: a weak
@@ -55,6 +70,7 @@ class ElectraPretrainingOutput(ModelOutput):
     generator_accuracy: torch.Tensor | None = None
     discriminator_accuracy: torch.Tensor | None = None
     replaced_fraction: torch.Tensor | None = None
+    cls_bow_loss: torch.Tensor | None = None
     replaced_input_ids: torch.Tensor | None = None
     discriminator_labels: torch.Tensor | None = None
 
@@ -94,16 +110,41 @@ def replaced_token_loss(logits: torch.Tensor, disc_labels: torch.Tensor,
     return loss, accuracy
 
 
+class ClsBagOfWordsHead(nn.Module):
+    """Predicts a row's words from the discriminator's ``[CLS]`` state: dense (H -> E) + GELU + LayerNorm, as
+    the generator's and BERT's MLM heads, then the shared token table (E -> V, passed in: tied, never copied)
+    plus a bias. Not part of any exported folder."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        nn.init.normal_(self.dense.weight, std=config.initializer_range)  # as transformers initialises Linear
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, cls_state: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """cls_state (B, H), word_embeddings (V, E) -> logits (B, V)."""
+        return F.linear(self.norm(F.gelu(self.dense(cls_state))), word_embeddings, self.bias)
+
+
 class ElectraPretrainer(nn.Module):
     """A generator and a discriminator with shared embeddings; ``forward(**batch).loss`` trains both.
 
     ``self.discriminator`` (``ElectraForPreTraining``) is what fine-tuning starts from;
     ``self.generator`` (``ElectraForMaskedLM``) is an ordinary fill-mask model. Both save with
     ``save_pretrained`` as they are (the shared embedding values go into each folder).
+
+    ``cls_bow_weight`` > 0 adds :meth:`forward_cls_bow` with that weight and its head ``self.cls_bow_head``
+    (created only then, so a run without it has exactly the parameters it had before); ``special_ids`` are the
+    token ids the bag of words leaves out.
     """
 
-    def __init__(self, discriminator: ElectraForPreTraining, generator: ElectraForMaskedLM, disc_weight: float = 50.0):
+    def __init__(self, discriminator: ElectraForPreTraining, generator: ElectraForMaskedLM, disc_weight: float = 50.0,
+                 *, cls_bow_weight: float = 0.0, special_ids: Sequence[int] = ()):
         super().__init__()
+        if cls_bow_weight < 0:
+            raise ValueError(f"cls_bow_weight must be >= 0, got {cls_bow_weight}")
         if discriminator.config.embedding_size != generator.config.embedding_size:
             raise ValueError(f"shared embeddings need the same embedding_size, got discriminator "
                              f"{discriminator.config.embedding_size} and generator {generator.config.embedding_size}")
@@ -112,13 +153,17 @@ class ElectraPretrainer(nn.Module):
         # output projection stays tied to the (now shared) token table.
         generator.electra.embeddings = discriminator.electra.embeddings
         generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
+        self.cls_bow_weight = float(cls_bow_weight)
+        self.cls_bow_head = ClsBagOfWordsHead(discriminator.config) if self.cls_bow_weight else None
+        self.register_buffer("bow_keep", bag_of_words_keep(discriminator.config.vocab_size, special_ids),
+                             persistent=False)
 
     @classmethod
-    def from_args(cls, args: ElectraModelArgs, vocab_size: int, pad_token_id: int = 0) -> ElectraPretrainer:
+    def from_args(cls, args: ElectraModelArgs, vocab_size: int, pad_token_id: int = 0, **objective) -> ElectraPretrainer:
         """A fresh pair for ``args``; ``args.sinusoidal_positions`` > 0 fills the shared position table with
-        sinusoids (both towers read it)."""
+        sinusoids (both towers read it). ``objective``: ``cls_bow_weight`` / ``special_ids`` as in the constructor."""
         disc_config, gen_config = electra_configs(args, vocab_size, pad_token_id)
-        model = cls(ElectraForPreTraining(disc_config), ElectraForMaskedLM(gen_config), args.disc_weight)
+        model = cls(ElectraForPreTraining(disc_config), ElectraForMaskedLM(gen_config), args.disc_weight, **objective)
         if args.sinusoidal_positions > 0:
             init_sinusoidal_positions(model.discriminator.electra.embeddings.position_embeddings,
                                       args.sinusoidal_positions)
@@ -135,12 +180,19 @@ class ElectraPretrainer(nn.Module):
         loss, pred = MaskedCrossEntropy.apply(logits, targets, denom)
         return loss, (pred == targets).sum() / denom, logits, targets
 
-    def forward_discriminator(self, replaced, attention_mask, token_type_ids, disc_labels):
-        """BCE over non-padding positions: (B, T) inputs -> loss, accuracy, logits (B, T)."""
+    def forward_discriminator(self, replaced, attention_mask, token_type_ids, disc_labels, return_hidden=False):
+        """BCE over non-padding positions: (B, T) inputs -> loss, accuracy, logits (B, T) [, last hidden states
+        (B, T, H) with ``return_hidden``]."""
         hidden = self.discriminator.electra(replaced, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                             return_dict=True).last_hidden_state  # (B, T, H)
         logits = self.discriminator.discriminator_predictions(hidden).float()  # (B, T)
-        return (*replaced_token_loss(logits, disc_labels, attention_mask), logits)
+        return (*replaced_token_loss(logits, disc_labels, attention_mask), logits, *((hidden,) if return_hidden else ()))
+
+    def forward_cls_bow(self, hidden, input_ids, labels, attention_mask) -> torch.Tensor:
+        """Per row (B,): the discriminator's last-layer first-position ([CLS]) state, hidden (B, T, H), predicts
+        the bag of the row's original words (input_ids with the MLM labels put back, (B, T))."""
+        logits = self.cls_bow_head(hidden[:, 0], self.discriminator.electra.embeddings.word_embeddings.weight)
+        return bag_of_words_loss(logits, input_ids, labels, attention_mask, self.bow_keep)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -158,10 +210,15 @@ class ElectraPretrainer(nn.Module):
             noise = sample_noise[mask]  # (M,)
         samples = sample_replacements(logits, noise)  # (M,), no gradient
         replaced, disc_labels = replace_tokens(input_ids, labels, samples, attention_mask)  # (B, T)
-        disc_loss, disc_accuracy, _ = self.forward_discriminator(replaced, attention_mask, token_type_ids, disc_labels)
+        disc_loss, disc_accuracy, _, *hidden = self.forward_discriminator(
+            replaced, attention_mask, token_type_ids, disc_labels, return_hidden=self.cls_bow_head is not None)
+        loss, bow_loss = gen_loss + self.disc_weight * disc_loss, None
+        if hidden:
+            bow_loss = self.forward_cls_bow(hidden[0], input_ids, labels, attention_mask).mean()
+            loss = loss + self.cls_bow_weight * bow_loss
         active = disc_labels.new_ones(()).expand_as(disc_labels) if attention_mask is None else attention_mask.float()
         return ElectraPretrainingOutput(
-            loss=gen_loss + self.disc_weight * disc_loss, generator_loss=gen_loss, discriminator_loss=disc_loss,
+            loss=loss, generator_loss=gen_loss, discriminator_loss=disc_loss, cls_bow_loss=bow_loss,
             generator_accuracy=gen_accuracy.detach(), discriminator_accuracy=disc_accuracy,
             replaced_fraction=(disc_labels * active).sum() / active.sum().clamp(min=1),
             replaced_input_ids=replaced, discriminator_labels=disc_labels,
@@ -226,7 +283,8 @@ def electra_eval_step() -> Callable:
                  else torch.rand(logits.shape[0], generator=generator, device=logits.device))  # (M,)
         samples = sample_replacements(logits, noise)
         replaced, disc_labels = replace_tokens(input_ids, labels, samples, attention_mask)
-        _, _, disc_logits = model.forward_discriminator(replaced, attention_mask, types, disc_labels)  # (B, T)
+        _, _, disc_logits, *hidden = model.forward_discriminator(
+            replaced, attention_mask, types, disc_labels, return_hidden=model.cls_bow_head is not None)  # (B, T)
         active = torch.ones_like(disc_labels) if attention_mask is None else attention_mask.double().to(disc_labels)
         size, dev = labels.shape[0], labels.device
 
@@ -244,6 +302,8 @@ def electra_eval_step() -> Callable:
             "replaced": (disc_labels * active).sum(-1).double(),
             "examples": torch.ones(size, dtype=torch.double, device=dev),
         }
+        if hidden:  # the [CLS] bag-of-words loss, one per row
+            sums["cls_bow_loss"] = model.forward_cls_bow(hidden[0], input_ids, labels, attention_mask).double()
         pos, neg = logit_histograms(disc_logits, disc_labels, active)  # (B, bins) each
         for b in range(AUC_BINS):
             sums[f"auc_pos_{b:03d}"], sums[f"auc_neg_{b:03d}"] = pos[:, b], neg[:, b]
@@ -279,7 +339,7 @@ def binned_auc(positive: list[float], negative: list[float]) -> float:
 
 def electra_summary(totals: dict[str, float]) -> dict[str, float]:
     """Generator loss / accuracy / perplexity over masked tokens; discriminator loss / accuracy / AUC and
-    the replaced fraction over non-padding tokens."""
+    the replaced fraction over non-padding tokens; the [CLS] bag-of-words loss over rows when it was summed."""
     gen_count, disc_count = max(totals["generator_count"], 1.0), max(totals["discriminator_count"], 1.0)
     metrics = {
         "generator_loss": totals["generator_loss"] / gen_count,
@@ -292,4 +352,6 @@ def electra_summary(totals: dict[str, float]) -> dict[str, float]:
         "examples": totals["examples"],
     }
     metrics["generator_perplexity"] = math.exp(min(metrics["generator_loss"], 50.0))
+    if "cls_bow_loss" in totals:
+        metrics["cls_bow_loss"] = totals["cls_bow_loss"] / max(totals["examples"], 1.0)
     return metrics

@@ -74,9 +74,9 @@ class NSPArgs:
     )
     cls_bow_weight: float = field(
         default=0.0,
-        metadata={"help": "Weight of a [CLS] bag-of-words loss: the pooler output predicts, through the MLM head, the "
-                          "instance's words, so [CLS] and the pooler that sequence classifiers read are trained "
-                          "(0: off)."},
+        metadata={"help": "Weight of a [CLS] bag-of-words loss: the pooler output (BERT; through the MLM head) or the "
+                          "discriminator's [CLS] state (ELECTRA; through a small head tied to the embeddings) predicts "
+                          "the instance's words, so what sequence classifiers read is trained (0: off)."},
     )
     random_next_prob: float = field(
         default=0.5, metadata={"help": "Fraction of pairs whose B is a random segment of another document."}
