@@ -114,6 +114,10 @@ def parse(*types: type, args: list[str] | None = None, default_config: str | Pat
     choice and give way to the folder); ``keep_from_default`` keys still come from ``default_config`` (e.g. a
     method-specific recipe's ``method``). ``log`` (default: print on the first process of a machine) gets
     one line naming each default value so replaced.
+
+    ``--max_train_minutes`` given as a flag with no ``--config`` and no ``--max_steps``: the default config's
+    ``max_steps`` is dropped (with a line saying so), so the user's time budget ends the run, not the default's
+    step count.
     """
     args = list(sys.argv[1:] if args is None else args)
     parser = HfArgumentParser(types)
@@ -129,17 +133,21 @@ def parse(*types: type, args: list[str] | None = None, default_config: str | Pat
     if config_path is not None:
         values = load_yaml(config_path, _field_names(types))
         check_types(values, types, str(config_path))
+    flags = {a[2:].split("=", 1)[0] for a in args if a.startswith("--")}
     if known.config is None and continue_config is not None and known.model_name_or_path:
         scratch = values
         values = load_yaml(continue_config, _field_names(types))
         check_types(values, types, str(continue_config))
         values.update({k: scratch[k] for k in keep_from_default if k in scratch})
-        flags = {a[2:].split("=", 1)[0] for a in args if a.startswith("--")}
         replaced = replaced_defaults({k: v for k, v in scratch.items() if k not in flags}, values, types)
         if replaced:
             (log or _print_once)(
                 f"--model_name_or_path without --config: defaults from {Path(continue_config).name} instead of "
                 f"{Path(str(default_config)).name} (the folder defines the model); replaced: {', '.join(replaced)}")
+    if known.config is None and "max_train_minutes" in flags and "max_steps" not in flags and \
+            values.get("max_steps", -1) > 0:  # a time budget the user gives is not cut short by the default's steps
+        (log or _print_once)(f"--max_train_minutes given: the default config's max_steps {values.pop('max_steps')} no "
+                             "longer ends the run (pass --max_steps too to keep a step limit)")
     if values:
         parser.set_defaults(**values)
 

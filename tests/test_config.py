@@ -128,3 +128,27 @@ def test_every_recipe_config_parses_with_its_recipe(capsys):
             assert "--output_dir" in capsys.readouterr().out
     finally:
         sys.path.remove(str(root / "recipes"))
+
+
+def test_a_time_budget_flag_is_not_cut_short_by_the_default_configs_steps(tmp_path):
+    """``--max_train_minutes`` on the command line with the recipe's default config: that config's ``max_steps``
+    (set for a step-sized run) gives way, with a line saying so; a ``--max_steps`` flag or the user's own
+    ``--config`` keeps its step limit (the run then ends at whichever comes first)."""
+    from hfssl.train import TrainArgs
+
+    default = tmp_path / "recipe_default.yaml"
+    default.write_text("max_steps: 10000\nwarmup: 0.02\n")
+    said = []
+    (train,) = parse(TrainArgs, args=["--max_train_minutes", "30"], default_config=default, log=said.append)
+    assert (train.max_steps, train.max_train_minutes, train.warmup) == (-1, 30.0, 0.02)
+    assert said == ["--max_train_minutes given: the default config's max_steps 10000 no longer ends the run "
+                    "(pass --max_steps too to keep a step limit)"]
+    said.clear()
+    (train,) = parse(TrainArgs, args=["--max_train_minutes=30", "--max_steps", "500"], default_config=default,
+                     log=said.append)
+    assert (train.max_steps, said) == (500, [])
+    (train,) = parse(TrainArgs, args=["--config", str(default), "--max_train_minutes", "30"], default_config=default,
+                     log=said.append)
+    assert (train.max_steps, said) == (10000, [])
+    (train,) = parse(TrainArgs, args=[], default_config=default, log=said.append)
+    assert (train.max_steps, train.max_train_minutes, said) == (10000, None, [])

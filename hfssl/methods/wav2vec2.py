@@ -79,7 +79,7 @@ class Wav2Vec2Args:
     gumbel_temperature_end: float = field(default=0.5, metadata={"help": "Lowest Gumbel-softmax temperature."})
     gumbel_anneal_fraction: float = field(default=0.7, metadata={"help": "Fraction of the run over which the "
                                           "temperature decays exponentially to its end value (fairseq's 0.999995 "
-                                          "per step reaches 0.5 at 69 % of BASE's 400k steps)."})
+                                          "per step reaches 0.5 at 69 %% of BASE's 400k steps)."})
     model_name_or_path: str | None = field(default=None, metadata={
         "help": "a local Wav2Vec2ForPreTraining or Wav2Vec2Model folder to continue from: its config defines the "
                 "model; missing parts (quantizer, projections) are initialised and listed"})
