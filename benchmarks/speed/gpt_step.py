@@ -53,8 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed steps per side (hfssl: half before, half after)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16 = autocast, fp32 weights")
+    p.add_argument("--trainer_dtype", choices=["fp32", "bf16"], default=None,
+                   help="the Trainer's precision (default: --dtype; fp32 is run_clm.py without --bf16)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    args.trainer_dtype = args.trainer_dtype or args.dtype
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False")
     return args
@@ -125,7 +128,7 @@ def trainer_steps(model, rows, n: int, args, tmp: str) -> tuple[list[float], str
     timer = StepTimer(args.device)
     targs = TrainingArguments(output_dir=tmp, max_steps=n, per_device_train_batch_size=args.batch_size,
                               learning_rate=1e-4, weight_decay=0.01, report_to="none", save_strategy="no",
-                              logging_steps=10**9, use_cpu=args.device == "cpu", bf16=args.dtype == "bf16",
+                              logging_steps=10**9, use_cpu=args.device == "cpu", bf16=args.trainer_dtype == "bf16",
                               dataloader_num_workers=0, seed=args.seed, disable_tqdm=True)
     trainer = Trainer(model=model, args=targs, train_dataset=data, data_collator=default_data_collator,
                       callbacks=[timer])
@@ -151,7 +154,7 @@ def main(argv=None) -> None:
     autocast = (lambda: torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16)) \
         if args.dtype == "bf16" else nullcontext
     tokens = args.batch_size * args.seq_len
-    print(f"# device={args.device} dtype={args.dtype} preset={args.preset} arch={args.architecture} "
+    print(f"# device={args.device} dtype={args.dtype} trainer_dtype={args.trainer_dtype} preset={args.preset} arch={args.architecture} "
           f"batch={args.batch_size} seq={args.seq_len} vocab={len(tokenizer)} threads={args.threads} "
           f"torch={torch.__version__} params={sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M", flush=True)
     half = args.steps // 2
@@ -162,8 +165,9 @@ def main(argv=None) -> None:
     rate = {"hfssl": tokens / statistics.median(before + after),
             "trainer": tokens / statistics.median(plain_times[args.warmup:])}
     print(f"trainer optimizer: {optimizer}")
-    print(f"\n| preset | device | dtype | batch x seq | hfssl tok/s | Trainer tok/s | hfssl / Trainer |\n|---|---|---|---|---|---|---|\n"
-          f"| {args.preset} ({args.architecture}) | {args.device} | {args.dtype} | {args.batch_size} x {args.seq_len} | "
+    print(f"\n| preset | device | hfssl / Trainer precision | batch x seq | hfssl tok/s | Trainer tok/s | hfssl / Trainer |"
+          f"\n|---|---|---|---|---|---|---|\n| {args.preset} ({args.architecture}) | {args.device} | {args.dtype} / "
+          f"{args.trainer_dtype} | {args.batch_size} x {args.seq_len} | "
           f"{rate['hfssl']:,.0f} | {rate['trainer']:,.0f} | {rate['hfssl'] / rate['trainer']:.2f} |")
 
 
