@@ -49,6 +49,9 @@ from hfssl.finetune.common import (
 class TranscriptArgs:
     transcript_column: str = field(default="transcript", metadata={"help": "Transcript column of the data files."})
     lowercase: bool = field(default=True, metadata={"help": "Lower-case the transcripts before building the vocabulary."})
+    freeze_feature_encoder: bool = field(default=True, metadata={"help": "Keep the convolutional feature encoder "
+                                         "as loaded (wav2vec 2.0's fine-tuning); false trains it too (a fair "
+                                         "--from_scratch baseline: a frozen random encoder would handicap it)."})
 
 
 def main(argv=None) -> dict:
@@ -87,7 +90,8 @@ def main(argv=None) -> dict:
     print(f"CTC: {len(train)} training clips, {len(held)} validation clips, {len(vocab)} tokens: {''.join(vocab)}")
 
     model, info = load_model(AutoModelForCTC, path, _ctc_config(path, tokenizer), ft_args.from_scratch)
-    model.freeze_feature_encoder()  # wav2vec 2.0's fine-tuning: the convolutional encoder stays as pretrained
+    if text_args.freeze_feature_encoder:
+        model.freeze_feature_encoder()  # wav2vec 2.0's fine-tuning: the convolutional encoder stays as pretrained
     print(describe_loading(info, ft_args.from_scratch, head_prefixes=("lm_head.",)))
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=held,
                       data_collator=AudioCollator(extractor, pad_labels=True), processing_class=processor,
