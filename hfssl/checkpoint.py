@@ -72,7 +72,7 @@ def run_settings(train_args, *defining) -> dict:
 
 # what hfssl writes into an output folder (besides model/): removed by --overwrite_output_dir
 RUN_FILES = ("checkpoints", "tokenizer", "metrics.jsonl", "report.png", "reconstructions", "hfssl",
-             "decode_failures.tsv", "skipped_pairs.tsv", "retrievals")
+             "decode_failures.tsv", "skipped_pairs.tsv", "retrievals", "pictures", "samples")
 STATE = "trainer_state.json"
 
 

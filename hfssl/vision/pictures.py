@@ -76,3 +76,35 @@ class ReconstructionPictures:
             except (AttributeError, NotImplementedError, TypeError):  # a tracker without images
                 pass
         return path
+
+
+def image_rows_grid(rows: Sequence[torch.Tensor], min_cell: int = 64) -> np.ndarray:
+    """Rows of images ``(N, C, S, S)`` in [-1, 1] (generative models' pixels) -> one ``(H, W, 3)`` uint8 picture,
+    a row per tensor, cells enlarged (nearest) to at least ``min_cell`` pixels."""
+    cells = [denormalize_to_uint8(r.clamp(-1, 1), (0.5,) * r.shape[1], (0.5,) * r.shape[1]).numpy() for r in rows]
+    n, (H, W) = max(len(c) for c in cells), cells[0].shape[1:3]
+    zoom = max(1, -(-min_cell // H))
+    h, w = H * zoom, W * zoom
+    grid = np.full((len(cells) * (h + _GAP) + _GAP, n * (w + _GAP) + _GAP, 3), 255, dtype=np.uint8)
+    for row, cell in enumerate(cells):
+        big = cell.repeat(zoom, axis=1).repeat(zoom, axis=2)
+        for col in range(len(big)):
+            top, left = _GAP + row * (h + _GAP), _GAP + col * (w + _GAP)
+            grid[top: top + h, left: left + w] = big[col][..., :3] if big.shape[-1] >= 3 else big[col]
+    return grid
+
+
+def save_picture(accelerator, grid: np.ndarray, folder: Path, step: int, name: str) -> Path:
+    """Write ``folder/step-N.png`` (main process only) and log it to the trackers that take images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step}.png"
+    Image.fromarray(grid).save(path)
+    for tracker in accelerator.trackers:
+        try:
+            if tracker.name == "tensorboard":
+                tracker.log_images({name: grid[None]}, step=step, dataformats="NHWC")
+            else:
+                tracker.log_images({name: [grid]}, step=step)
+        except (AttributeError, NotImplementedError, TypeError):  # a tracker without images
+            pass
+    return path
