@@ -55,6 +55,11 @@ _METHOD_TEXT = {
     "[Chen et al., 2020](https://arxiv.org/abs/2003.04297), v3 [Chen et al., 2021](https://arxiv.org/abs/2104.02057))",
     "clip": "contrastive image-text pretraining, CLIP ([Radford et al., 2021](https://arxiv.org/abs/2103.00020)): "
     "an image tower and a text tower trained to match pictures with their captions",
+    "vae": "variational autoencoding ([Kingma & Welling, 2014](https://arxiv.org/abs/1312.6114)): an encoder to a "
+    "diagonal Gaussian latent and a decoder, trained on the evidence lower bound",
+    "gan": "adversarial training, DCGAN-style ([Radford et al., 2016](https://arxiv.org/abs/1511.06434)): a generator "
+    "(its moving average exported as `generator/`) against a spectrally normalised ResNet discriminator (its trunk "
+    "exported as `model/`)",
     "byol": "bootstrap your own latent, BYOL ([Grill et al., 2020](https://arxiv.org/abs/2006.07733))",
 }
 
@@ -77,6 +82,7 @@ class ModelCardInfo:
     report: str | Path | None = None  # the run's report.png: copied into the folder and shown in the card
     notes: str | None = None  # advice for fine-tuning this checkpoint, shown under Training
     samples: list[str] | None = None  # generated text (prompt + continuation), shown under Samples
+    library_name: str = "transformers"  # what loads the folder: "diffusers" (AutoencoderKL), "hfssl" (GAN generator)
 
 
 def known_secrets(extra: Iterable[str | None] = ()) -> set[str]:
@@ -180,12 +186,19 @@ def _default_usage(card: ModelCardInfo) -> str:
     )
 
 
+def _loading_sentence(library_name: str) -> str:
+    if library_name == "transformers":
+        return ("It is a standard `transformers` checkpoint (safetensors): load it with the `Auto*` classes and "
+                "fine-tune it\nwith `Trainer`.")
+    return f"It is a `{library_name}` checkpoint (safetensors); the Usage section below shows how to load it."
+
+
 def render_model_card(card: ModelCardInfo, *, secrets: Iterable[str] = ()) -> str:
     """The README.md text: YAML metadata validated by ``ModelCardData``, then the description."""
     known = known_secrets(secrets)
     tags = list(dict.fromkeys(["hfssl", card.method, *card.tags]))
     data = ModelCardData(
-        library_name="transformers",
+        library_name=card.library_name,
         tags=tags,
         pipeline_tag=card.pipeline_tag,
         license=card.license,
@@ -201,8 +214,7 @@ def render_model_card(card: ModelCardInfo, *, secrets: Iterable[str] = ()) -> st
 # {card.model_name}
 
 A `{card.base_model_type}` model pretrained from scratch without labels, with hfssl, by self-supervised {how}.
-It is a standard `transformers` checkpoint (safetensors): load it with the `Auto*` classes and fine-tune it
-with `Trainer`.
+{_loading_sentence(card.library_name)}
 
 ## Training
 

@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
                       "in [-1, 1]", hyperparameters={**asdict(gan_args), **asdict(aug_args), **asdict(train_args),
                       "image_size": data.image_size}, metrics=metrics, report=out / "report.png")
         card = ModelCardInfo(model_name=f"{name}-generator", method="gan", base_model_type="dcgan-generator",
-                             tags=["gan", "dcgan"], usage="from hfssl.methods.gan import Generator\n\n"
+                             tags=["gan", "dcgan"], library_name="hfssl", usage="import torch\nfrom hfssl.methods.gan import Generator\n\n"
                              f'g = Generator.from_pretrained("{out / "generator"}")\n'
                              "images = g(torch.randn(16, g.latent_dim))  # (16, 3, S, S) in [-1, 1]", **common)
         folder = save_model_folder(gan.generator_ema.eval(), out / "generator", card=card, overwrite=overwrite, secrets=secrets)

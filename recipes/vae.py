@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
             tags=["vae", "autoencoder_kl", "diffusers"], datasets_description=f"{data.report}; images resized to "
             f"{data.image_size}x{data.image_size} RGB in [-1, 1]",
             hyperparameters={**asdict(vae_args), **asdict(aug_args), **asdict(train_args), "image_size": data.image_size},
-            metrics=metrics, report=out / "report.png",
+            metrics=metrics, report=out / "report.png", library_name="diffusers",
             notes=f"A diffusers `AutoencoderKL`; how to read its decoder output is in `hfssl_vae.json` ({vae_args.recon_loss}).",
             usage=f'from diffusers import AutoencoderKL\n\nvae = AutoencoderKL.from_pretrained("{hub_args.hub_model_id or out.name}")\n'
                   "# images in [-1, 1]: z = vae.encode(x).latent_dist.sample(); y = vae.decode(z).sample")

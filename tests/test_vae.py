@@ -91,6 +91,16 @@ def test_export_loads_with_autoencoderkl_and_reproduces_outputs(tmp_path):
     assert (folder / "diffusion_pytorch_model.safetensors").is_file() and not list(folder.glob("*.bin"))
 
 
+def test_card_of_a_diffusers_folder_names_its_library():
+    from hfssl.card import ModelCardInfo, render_model_card
+
+    info = dict(model_name="m", method="vae", base_model_type="autoencoder_kl", tags=["vae"],
+                datasets_description="d", hyperparameters={}, metrics={})
+    text = render_model_card(ModelCardInfo(**info, library_name="diffusers"))
+    assert "library_name: diffusers" in text and "variational autoencoding" in text and "Auto*" not in text
+    assert "library_name: transformers" in render_model_card(ModelCardInfo(**info))  # the default is unchanged
+
+
 def test_image_size_the_vae_cannot_halve_is_one_line(capsys, tmp_path):
     proc = run_in_process("vae.py", ["--image_size", "30", "--output_dir", tmp_path / "out"], capsys)
     assert_user_error(proc, "--image_size 30", "multiple of 4")
