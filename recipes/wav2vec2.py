@@ -36,7 +36,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "wav2vec2_tiny.ya
 
 def main(argv=None):
     data_args, w2v_args, train_args, hub_args = parse(AudioDataArgs, Wav2Vec2Args, TrainArgs, HubArgs, args=argv,
-                                                      default_config=DEFAULT_CONFIG)
+                                                      default_config=DEFAULT_CONFIG,
+                                                      continue_config=DEFAULT_CONFIG.with_name("wav2vec2_continue.yaml"))
     path = w2v_args.model_name_or_path
     config = folder_config(w2v_args, path) if path else wav2vec2_config(w2v_args)  # before any data work
     settle(data_args)  # storage auto -> decoded / encoded: what checkpoints record

@@ -1,4 +1,4 @@
-"""The README's main job: the recipe with its defaults on the embedded corpus (about 11 minutes on 2 cores: slow)."""
+"""The README's main job: the recipe with its defaults on the embedded corpus (about 14 minutes on 2 cores: slow)."""
 
 from __future__ import annotations
 

@@ -89,6 +89,9 @@ def test_continue_from_the_exported_folder_and_from_an_encoder_only_folder(pretr
                       *TINY, env={"HF_DATASETS_CACHE": str(root / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "initialised (not in the folder): none" in proc.stdout
+    # one flag, no --config: wav2vec2_continue.yaml's defaults replace the from-scratch ones, each replaced one named
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("--model_name_or_path without --config"))
+    assert "wav2vec2_continue.yaml instead of wav2vec2_tiny.yaml" in line and "preset tiny -> the folder's" in line
     AutoModelForCTC.from_pretrained(out / "model", vocab_size=8).wav2vec2.save_pretrained(tmp_path / "enc")
     proc = run_recipe("wav2vec2.py", "--data", root / "audio", "--model_name_or_path", tmp_path / "enc",
                       "--output_dir", tmp_path / "more2", "--max_steps", "1", "--eval_steps", "0", "--save_steps", "0",
