@@ -83,8 +83,8 @@ def _overridable_defaults() -> dict[str, object]:
     return {f.name: f.default for f in dataclasses.fields(BertConfig) if f.name in own}
 
 
-def _parse_value(key: str, raw: str, default: object) -> object:
-    """Convert ``raw`` to the type of BertConfig's default for ``key``."""
+def parse_override_value(key: str, raw: str, default: object) -> object:
+    """Convert ``raw`` (a ``--config_overrides`` value) to the type of the config field's ``default`` for ``key``."""
     low = raw.strip().lower()
     try:
         if isinstance(default, bool):
@@ -135,7 +135,7 @@ def parse_config_overrides(text: str | None) -> dict[str, object]:
             raise ValueError(
                 f"config_overrides: unknown BertConfig key {key!r}; valid keys: {', '.join(sorted(defaults))}"
             )
-        out[key] = _parse_value(key, raw, defaults[key])
+        out[key] = parse_override_value(key, raw, defaults[key])
     return out
 
 

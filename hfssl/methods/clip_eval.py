@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from hfssl.multimodal.pictures import retrieval_grid
+from hfssl.vision.pictures import save_picture
 
 RECALL_AT = (1, 5, 10)
 
@@ -80,18 +80,7 @@ class RetrievalPictures:
         queries = [self.captions[r] for r in self.rows]
         correct = np.array([[self.captions[j] == q for j in picks] for q, picks in zip(queries, top)])
         grid = retrieval_grid(self.pixels, queries, top, correct)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"step-{step}.png"
-        Image.fromarray(grid).save(path)
-        for tracker in self.accelerator.trackers:
-            try:
-                if tracker.name == "tensorboard":
-                    tracker.log_images({"retrievals": grid[None]}, step=step, dataformats="NHWC")
-                else:
-                    tracker.log_images({"retrievals": [grid]}, step=step)
-            except (AttributeError, NotImplementedError, TypeError):  # a tracker without images
-                pass
-        return path
+        return save_picture(self.accelerator, grid, self.folder, step, "retrievals")
 
 
 def zero_shot_classifier(text_embeds: torch.Tensor) -> torch.Tensor:

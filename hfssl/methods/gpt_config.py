@@ -12,6 +12,7 @@ from transformers import AutoConfig, GPT2Config, LlamaConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from hfssl.errors import UserError
+from hfssl.methods.bert_config import parse_override_value
 
 # layers x width, heads; GPT-2's MLP is 4x wide, Llama's SwiGLU ~8/3x (rounded up to a multiple of 32: as many
 # parameters as the 4x GELU MLP). "gpt2" is GPT-2 small (124M with its 50,257-token vocabulary).
@@ -80,27 +81,6 @@ class SampleArgs:
         return [p for p in self.sample_prompts.split("|") if p.strip()]
 
 
-def _parse_value(key: str, raw: str, default: object) -> object:
-    low = raw.strip().lower()
-    try:
-        if isinstance(default, bool):
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError("expected true or false")
-            return low in ("true", "1", "yes")
-        if isinstance(default, int | float | str):
-            return type(default)(raw.strip())
-    except ValueError as err:
-        raise ValueError(f"config_overrides: {key}={raw!r} is not a valid {type(default).__name__} ({err})") from None
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):  # a field whose default is None: the most specific literal
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw.strip()
-
-
 def parse_overrides(text: str | None, config_class: type[PretrainedConfig]) -> dict[str, object]:
     """``"key=value,..."`` -> typed keyword arguments of ``config_class`` (types from its defaults). An unknown key,
     a key set from the tokenizer or an item without ``=`` raises ``ValueError`` naming it."""
@@ -119,7 +99,7 @@ def parse_overrides(text: str | None, config_class: type[PretrainedConfig]) -> d
         if key not in defaults:
             raise ValueError(f"config_overrides: unknown {config_class.__name__} key {key!r}; valid keys: "
                              f"{', '.join(sorted(defaults))}")
-        out[key] = _parse_value(key, raw, defaults[key])
+        out[key] = parse_override_value(key, raw, defaults[key])
     return out
 
 

@@ -64,18 +64,7 @@ class ReconstructionPictures:
         predicted, mask = model.reconstruct(original, self.noise.to(device))
         model.train(was_training)
         grid = reconstruction_grid(original, predicted, mask, self.views.mean, self.views.std)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"step-{step}.png"
-        Image.fromarray(grid).save(path)
-        for tracker in self.accelerator.trackers:
-            try:
-                if tracker.name == "tensorboard":
-                    tracker.log_images({"reconstructions": grid[None]}, step=step, dataformats="NHWC")
-                else:
-                    tracker.log_images({"reconstructions": [grid]}, step=step)
-            except (AttributeError, NotImplementedError, TypeError):  # a tracker without images
-                pass
-        return path
+        return save_picture(self.accelerator, grid, self.folder, step, "reconstructions")
 
 
 def image_rows_grid(rows: Sequence[torch.Tensor], min_cell: int = 64) -> np.ndarray:
