@@ -24,6 +24,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from hfssl.card import REDACTED, ModelCardInfo, assert_no_secrets, known_secrets, write_model_card
+from hfssl.errors import UserError
 from hfssl.report import REPORT_NAME
 
 logger = logging.getLogger(__name__)
@@ -209,3 +210,16 @@ def write_vocab_txt(tokenizer, folder: Path) -> None:
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     if [i for _, i in vocab] == list(range(len(vocab))):
         (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+
+
+def load_folder_model(model_class, path, **kwargs):
+    """``model_class.from_pretrained(path, **kwargs)`` in float32 whatever the file's precision, with the loading
+    info (missing keys: what the recipe initialises and lists); a tensor of another shape than the folder's
+    config.json says is one error line naming the folder (transformers would re-initialise it with a warning)."""
+    import torch
+
+    model, info = model_class.from_pretrained(str(path), dtype=torch.float32, output_loading_info=True, **kwargs)
+    if info.get("mismatched_keys"):
+        raise UserError(f"--model_name_or_path {path}: tensors of another shape than its config.json says: "
+                        f"{', '.join(str(k) for k in list(info['mismatched_keys'])[:5])}; re-create the folder")
+    return model, info

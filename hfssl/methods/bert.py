@@ -25,7 +25,7 @@ from torch import nn
 from transformers import BertConfig, BertForPreTraining
 from transformers.utils import ModelOutput
 
-from hfssl.errors import UserError
+from hfssl.hub import load_folder_model
 from hfssl.methods.bert_config import BertModelArgs, bert_config
 
 IGNORE_INDEX = -100  # label of a position that is not predicted (Hugging Face / PyTorch convention)
@@ -170,11 +170,7 @@ class BertPretrainer(nn.Module):
         """Continue from a ``BertForPreTraining`` / ``BertForMaskedLM`` / ``BertModel`` folder (``config`` from
         :func:`hfssl.methods.bert_config.folder_config`), in float32 whatever the file's precision. Returns the
         model and the names of the weights the folder lacked (its missing heads, newly initialised)."""
-        model, info = BertForPreTraining.from_pretrained(str(path), config=config, dtype=torch.float32,
-                                                         output_loading_info=True)
-        if info.get("mismatched_keys"):
-            raise UserError(f"--model_name_or_path {path}: tensors of another shape than its config.json says: "
-                            f"{', '.join(str(k) for k in info['mismatched_keys'][:5])}; re-create the folder")
+        model, info = load_folder_model(BertForPreTraining, path, config=config)
         return cls(model=model, nsp=nsp, **objective), sorted(info.get("missing_keys", []))
 
     @property

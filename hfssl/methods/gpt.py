@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from hfssl.errors import UserError
+from hfssl.hub import load_folder_model
 from hfssl.methods.bert import MaskedCrossEntropy
 from hfssl.methods.gpt_config import GPTModelArgs, causal_config
 
@@ -57,11 +58,7 @@ class CausalLMPretrainer(nn.Module):
     def from_folder(cls, path, config: PretrainedConfig) -> tuple[CausalLMPretrainer, list[str]]:
         """Continue from a causal LM folder (``config`` from :func:`hfssl.methods.gpt_config.folder_config`), in
         float32 whatever the file's precision; returns the model and the weights the folder lacked."""
-        model, info = AutoModelForCausalLM.from_pretrained(str(path), config=config, dtype=torch.float32,
-                                                           output_loading_info=True)
-        if info.get("mismatched_keys"):
-            raise UserError(f"--model_name_or_path {path}: tensors of another shape than its config.json says: "
-                            f"{', '.join(str(k) for k in info['mismatched_keys'][:5])}; re-create the folder")
+        model, info = load_folder_model(AutoModelForCausalLM, path, config=config)
         return cls(model), sorted(info.get("missing_keys", []))
 
     @property
@@ -122,7 +119,7 @@ def clm_summary(totals: dict[str, float]) -> dict[str, float]:
 def check_prompts(tokenizer, prompts: Sequence[str], new_tokens: int, positions: int) -> list[list[int]]:
     """The prompts' ids; a prompt whose tokens plus ``new_tokens`` exceed the model's ``positions`` is a
     :class:`UserError`."""
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    encoded = [tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"] for p in prompts]
     for prompt, ids in zip(prompts, encoded):
         if not ids or len(ids) + new_tokens > positions:
             raise UserError(f"the sample prompt {prompt[:40]!r} is {len(ids)} tokens; with --sample_new_tokens "

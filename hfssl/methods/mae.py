@@ -39,7 +39,7 @@ from transformers.utils import ModelOutput
 
 from hfssl.card import ModelCardInfo
 from hfssl.errors import UserError
-from hfssl.hub import save_model_folder
+from hfssl.hub import load_folder_model, save_model_folder
 from hfssl.vision.export import vit_image_processor
 from hfssl.vision.pretrained import FolderModel, check_preset
 from hfssl.vision.transforms import ImageViews
@@ -186,11 +186,7 @@ class MAEPretrainer(nn.Module):
         tensor the folder holds is loaded; what it lacks keeps MAE's initialisation (:func:`init_mae_weights`,
         not transformers' zeroed position tables). Returns the model and the names of the parts it lacked."""
         model = cls(config)
-        loaded, info = ViTMAEForPreTraining.from_pretrained(str(path), config=config, dtype=torch.float32,
-                                                           output_loading_info=True)
-        if info.get("mismatched_keys"):
-            raise UserError(f"--model_name_or_path {path}: tensors of another shape than its config.json says: "
-                            f"{', '.join(str(k) for k in list(info['mismatched_keys'])[:5])}; re-create the folder")
+        loaded, info = load_folder_model(ViTMAEForPreTraining, path, config=config)
         missing = set(info.get("missing_keys", []))
         model.model.load_state_dict({k: v for k, v in loaded.state_dict().items() if k not in missing}, strict=False)
         return model, sorted(missing)

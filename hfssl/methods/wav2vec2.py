@@ -40,7 +40,7 @@ from hfssl.audio.decode import SAMPLING_RATE
 from hfssl.card import ModelCardInfo
 from hfssl.errors import UserError
 from hfssl.files import read_json_file
-from hfssl.hub import save_model_folder
+from hfssl.hub import load_folder_model, save_model_folder
 
 _BASE_CONV = dict(conv_dim=(512,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
 # tiny / small: 4 conv layers with the paper's total stride 320 (20 ms frames), so frame rates and CTC match BASE
@@ -221,11 +221,7 @@ class Wav2Vec2Pretrainer(nn.Module):
         """Continue from a ``Wav2Vec2ForPreTraining`` or ``Wav2Vec2Model`` folder (float32); returns the model and
         the names of what the folder lacked (initialised)."""
         model = cls(config, args)
-        loaded, info = Wav2Vec2ForPreTraining.from_pretrained(str(path), config=config, dtype=torch.float32,
-                                                              output_loading_info=True)
-        if info.get("mismatched_keys"):
-            raise UserError(f"--model_name_or_path {path}: tensors of another shape than its config.json says: "
-                            f"{', '.join(str(k) for k in list(info['mismatched_keys'])[:5])}; re-create the folder")
+        loaded, info = load_folder_model(Wav2Vec2ForPreTraining, path, config=config)
         missing = set(info.get("missing_keys", []))
         model.model.load_state_dict({k: v for k, v in loaded.state_dict().items() if k not in missing}, strict=False)
         return model, sorted(missing)

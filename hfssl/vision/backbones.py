@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
 from hfssl.errors import UserError
+from hfssl.hub import load_folder_model
 from hfssl.vision.pretrained import FolderModel, check_preset
 
 RESNET_PRESETS = {  # (layer_type, hidden_sizes, depths, embedding_size)
@@ -135,13 +136,9 @@ def load_backbone(args: BackboneArgs, folder: FolderModel, image_size: int) -> t
     initialised; tensors of the folder left out, such as a classifier)."""
     check_backbone_folder(args, folder, image_size)
     if folder.model_type == "resnet":
-        model, info = ResNetModel.from_pretrained(str(folder.path), dtype=torch.float32, output_loading_info=True)
+        model, info = load_folder_model(ResNetModel, folder.path)
     else:
-        model, info = ViTModel.from_pretrained(str(folder.path), add_pooling_layer=False, dtype=torch.float32,
-                                               output_loading_info=True)
-    if info.get("mismatched_keys"):
-        raise UserError(f"--model_name_or_path {folder.path}: tensors of another shape than its config.json says: "
-                        f"{', '.join(str(k) for k in list(info['mismatched_keys'])[:5])}; re-create the folder")
+        model, info = load_folder_model(ViTModel, folder.path, add_pooling_layer=False)
     side = input_size(args, image_size)
     model.config.hfssl_upsample_to = side if side != image_size else None
     model.config.hfssl_vit_pooling = args.vit_pooling
