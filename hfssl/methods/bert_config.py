@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import BertConfig
+from transformers import BertConfig, PretrainedConfig
 
 from hfssl.errors import UserError
 from hfssl.files import check_model_folder
@@ -77,12 +77,6 @@ class BertModelArgs:
         return self.max_position_embeddings or 512
 
 
-def _overridable_defaults() -> dict[str, object]:
-    """BertConfig's own fields (not the generic PreTrainedConfig ones) and their default values."""
-    own = set(BertConfig.__annotations__) - _NOT_OVERRIDABLE
-    return {f.name: f.default for f in dataclasses.fields(BertConfig) if f.name in own}
-
-
 def parse_override_value(key: str, raw: str, default: object) -> object:
     """Convert ``raw`` (a ``--config_overrides`` value) to the type of the config field's ``default`` for ``key``."""
     low = raw.strip().lower()
@@ -112,31 +106,33 @@ def parse_override_value(key: str, raw: str, default: object) -> object:
     return raw.strip()
 
 
-def parse_config_overrides(text: str | None) -> dict[str, object]:
-    """Parse ``"key=value,key=value"`` into typed BertConfig keyword arguments.
-
-    Types come from BertConfig's defaults. An unknown key, a key that comes from the tokenizer
-    (``vocab_size``, ``pad_token_id``) or an item without ``=`` raises ``ValueError`` naming it.
-    """
+def parse_overrides(text: str | None, config_class: type[PretrainedConfig],
+                    fixed: set[str] = _NOT_OVERRIDABLE) -> dict[str, object]:
+    """``"key=value,..."`` -> typed keyword arguments of ``config_class``'s own fields (types from their defaults).
+    An unknown key, a key in ``fixed`` (set from the tokenizer) or an item without ``=`` raises ``ValueError``
+    naming it."""
     if not text or not text.strip():
         return {}
-    defaults = _overridable_defaults()
+    own = set(config_class.__annotations__) - fixed
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class) if f.name in own}
     out: dict[str, object] = {}
-    for item in text.split(","):
-        if not item.strip():
-            continue
+    for item in filter(str.strip, text.split(",")):
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"config_overrides: item {item!r} is not key=value")
-        if key in _NOT_OVERRIDABLE:
+        if key in fixed:
             raise ValueError(f"config_overrides: {key!r} is set from the tokenizer and cannot be overridden")
         if key not in defaults:
-            raise ValueError(
-                f"config_overrides: unknown BertConfig key {key!r}; valid keys: {', '.join(sorted(defaults))}"
-            )
+            raise ValueError(f"config_overrides: unknown {config_class.__name__} key {key!r}; valid keys: "
+                             f"{', '.join(sorted(defaults))}")
         out[key] = parse_override_value(key, raw, defaults[key])
     return out
+
+
+def parse_config_overrides(text: str | None) -> dict[str, object]:
+    """:func:`parse_overrides` for ``BertConfig`` (``vocab_size`` and ``pad_token_id`` come from the tokenizer)."""
+    return parse_overrides(text, BertConfig)
 
 
 def bert_config(args: BertModelArgs, vocab_size: int, pad_token_id: int = 0) -> BertConfig:

@@ -3,7 +3,6 @@ config of a local causal LM folder to continue from (checked before any data wor
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from transformers import AutoConfig, GPT2Config, LlamaConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from hfssl.errors import UserError
-from hfssl.methods.bert_config import parse_override_value
+from hfssl.methods.bert_config import parse_overrides as parse_config_fields
 
 # layers x width, heads; GPT-2's MLP is 4x wide, Llama's SwiGLU ~8/3x (rounded up to a multiple of 32: as many
 # parameters as the 4x GELU MLP). "gpt2" is GPT-2 small (124M with its 50,257-token vocabulary).
@@ -82,25 +81,9 @@ class SampleArgs:
 
 
 def parse_overrides(text: str | None, config_class: type[PretrainedConfig]) -> dict[str, object]:
-    """``"key=value,..."`` -> typed keyword arguments of ``config_class`` (types from its defaults). An unknown key,
-    a key set from the tokenizer or an item without ``=`` raises ``ValueError`` naming it."""
-    if not text or not text.strip():
-        return {}
-    own = set(config_class.__annotations__) - _NOT_OVERRIDABLE
-    defaults = {f.name: f.default for f in dataclasses.fields(config_class) if f.name in own}
-    out: dict[str, object] = {}
-    for item in filter(str.strip, text.split(",")):
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"config_overrides: item {item!r} is not key=value")
-        if key in _NOT_OVERRIDABLE:
-            raise ValueError(f"config_overrides: {key!r} is set from the tokenizer and cannot be overridden")
-        if key not in defaults:
-            raise ValueError(f"config_overrides: unknown {config_class.__name__} key {key!r}; valid keys: "
-                             f"{', '.join(sorted(defaults))}")
-        out[key] = parse_override_value(key, raw, defaults[key])
-    return out
+    """:func:`hfssl.methods.bert_config.parse_overrides` for a causal LM config (vocabulary size and the special
+    token ids come from the tokenizer)."""
+    return parse_config_fields(text, config_class, _NOT_OVERRIDABLE)
 
 
 def causal_config(args: GPTModelArgs, vocab_size: int, eos_token_id: int):
