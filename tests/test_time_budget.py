@@ -1,6 +1,6 @@
 """--max_train_minutes: the learning-rate schedule laid over training time, the run ended by the budget (or by
 --max_steps first), a final evaluation, resume counting the time already spent, and the bad inputs. Time is a
-fake clock (``hfssl.train.clock``) that advances only when a training micro-batch, an evaluation batch or a
+fake clock (``hfssl.run_length.clock``) that advances only when a training micro-batch, an evaluation batch or a
 checkpoint write "costs" it something: no test sleeps or depends on the machine's speed."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from bad_inputs import assert_user_error, run_recipe, snapshot
 from safetensors.torch import load_file
 
-from hfssl import train
+from hfssl import run_length, train
 from hfssl.checkpoint import run_settings
 from hfssl.errors import run_cli
 from hfssl.optim import build_scheduler
@@ -41,7 +41,7 @@ class Stopped(Exception):
 @pytest.fixture
 def clock(monkeypatch):
     fake = FakeClock()
-    monkeypatch.setattr(train, "clock", fake)
+    monkeypatch.setattr(run_length, "clock", fake)
     return fake
 
 
