@@ -13,7 +13,6 @@ settings) and reused by the next run, process or resume on the same documents.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import uuid
@@ -30,7 +29,7 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from hfssl.errors import UserError
 from hfssl.hub import publish_folder
-from hfssl.text.tokenizer import load_tokenizer, sample_megabytes, spread_sample, text_megabytes
+from hfssl.text.tokenizer import corpus_cache_folder, load_tokenizer, training_sample
 
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's one special token: document separator, bos, eos (and pad for batches)
 _CACHE_VERSION = 1  # of how corpus_bpe_tokenizer trains: a change here must not reuse vocabularies cached before it
@@ -125,20 +124,11 @@ def corpus_bpe_tokenizer(args: BPEArgs, documents: datasets.Dataset, model_max_l
     """A byte-level BPE for ``documents`` (the training split), trained on :func:`sample_megabytes` of it and
     cached beside the documents' cache files as :func:`hfssl.text.tokenizer.corpus_tokenizer` caches WordPiece."""
     settings = {k: getattr(args, k) for k in ("vocab_size", "min_frequency", "tokenizer_train_mb")}
-    folder = None
-    if documents.cache_files and documents._fingerprint:
-        key = hashlib.sha256(json.dumps([documents._fingerprint, settings, "bpe", _CACHE_VERSION]).encode())
-        folder = Path(documents.cache_files[0]["filename"]).parent / f"hfssl-bpe-{key.hexdigest()[:16]}"
-        if (folder / "tokenizer.json").is_file():
-            log(f"tokenizer: the byte-level BPE trained on this corpus before, from {folder}")
-            return load_tokenizer(folder, model_max_length)
-    sample, total = documents, text_megabytes(documents)
-    wanted_mb = sample_megabytes(args.tokenizer_train_mb, total)
-    if wanted_mb < total:
-        picks = spread_sample(documents, max(1, int(len(documents) * wanted_mb / total)))
-        sample = documents.select(picks)
-        log(f"tokenizer: training on {len(picks):,} of {len(documents):,} documents (about {wanted_mb:,.1f} of "
-            f"{total:,.1f} MB, --tokenizer_train_mb)")
+    folder = corpus_cache_folder(documents, "hfssl-bpe", settings, "bpe", _CACHE_VERSION)
+    if folder is not None and (folder / "tokenizer.json").is_file():
+        log(f"tokenizer: the byte-level BPE trained on this corpus before, from {folder}")
+        return load_tokenizer(folder, model_max_length)
+    sample = training_sample(documents, args.tokenizer_train_mb, log)
     tokenizer = train_bpe(sample, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
                           model_max_length=model_max_length)
     if folder is not None:

@@ -255,6 +255,29 @@ def spread_sample(documents: datasets.Dataset, n: int) -> np.ndarray:
     return file_order(documents)[sample_runs(len(documents), n)]
 
 
+def corpus_cache_folder(documents: datasets.Dataset, prefix: str, *key: object) -> Path | None:
+    """``<the documents' cache folder>/<prefix>-<digest>``, the digest of their fingerprint and ``key`` (the
+    trainer's settings and cache version); None for in-memory documents, which are never cached."""
+    if not (documents.cache_files and documents._fingerprint):
+        return None
+    digest = hashlib.sha256(json.dumps([documents._fingerprint, *key]).encode()).hexdigest()[:16]
+    return Path(documents.cache_files[0]["filename"]).parent / f"{prefix}-{digest}"
+
+
+def training_sample(documents: datasets.Dataset, tokenizer_train_mb: float | None, log=print) -> datasets.Dataset:
+    """The documents a vocabulary trains on: :func:`sample_megabytes` of them, whole documents spread over the
+    corpus (:func:`spread_sample`), or all of them."""
+    total = text_megabytes(documents)
+    wanted_mb = sample_megabytes(tokenizer_train_mb, total)
+    if wanted_mb >= total:
+        return documents
+    picks = spread_sample(documents, max(1, int(len(documents) * wanted_mb / total)))
+    how = "" if tokenizer_train_mb is not None else "a tenth, 16-1,000 MB by default; "
+    log(f"tokenizer: training on {len(picks):,} of {len(documents):,} documents (about {wanted_mb:,.1f} of "
+        f"{total:,.1f} MB, {how}--tokenizer_train_mb)")
+    return documents.select(picks)
+
+
 def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max_length: int,
                      log=print) -> PreTrainedTokenizerBase:
     """A WordPiece tokenizer for ``documents`` (the training split): trained on :func:`sample_megabytes` of it
@@ -262,22 +285,11 @@ def corpus_tokenizer(args: TokenizerArgs, documents: datasets.Dataset, model_max
     their fingerprint and the vocabulary settings, so that preparing the same corpus again (another run, another
     process, a resume) loads it instead of training it again. In-memory documents are never cached."""
     settings = {k: getattr(args, k) for k in ("vocab_size", "lowercase", "min_frequency", "tokenizer_train_mb")}
-    folder = None
-    if documents.cache_files and documents._fingerprint:
-        key = hashlib.sha256(json.dumps([documents._fingerprint, settings, _CACHE_VERSION]).encode()).hexdigest()[:16]
-        folder = Path(documents.cache_files[0]["filename"]).parent / f"hfssl-wordpiece-{key}"
-        if (folder / "tokenizer.json").is_file():
-            log(f"tokenizer: the vocabulary trained on this corpus before, from {folder}")
-            return load_tokenizer(folder, model_max_length)
-    sample, total = documents, text_megabytes(documents)
-    wanted_mb = sample_megabytes(args.tokenizer_train_mb, total)
-    if wanted_mb < total:
-        wanted = max(1, int(len(documents) * wanted_mb / total))
-        picks = spread_sample(documents, wanted)
-        sample, n = documents.select(picks), len(picks)
-        how = "" if args.tokenizer_train_mb is not None else "a tenth, 16-1,000 MB by default; "
-        log(f"tokenizer: training on {n:,} of {len(documents):,} documents (about {wanted_mb:,.1f} of "
-            f"{total:,.1f} MB, {how}--tokenizer_train_mb)")
+    folder = corpus_cache_folder(documents, "hfssl-wordpiece", settings, _CACHE_VERSION)
+    if folder is not None and (folder / "tokenizer.json").is_file():
+        log(f"tokenizer: the vocabulary trained on this corpus before, from {folder}")
+        return load_tokenizer(folder, model_max_length)
+    sample = training_sample(documents, args.tokenizer_train_mb, log)
     tokenizer = train_wordpiece(sample, vocab_size=args.vocab_size, lowercase=args.lowercase,
                                 min_frequency=args.min_frequency, model_max_length=model_max_length)
     if folder is not None:
